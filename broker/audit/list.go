@@ -1,0 +1,102 @@
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mcpbroker/mcpbroker/broker/store"
+)
+
+// Filter selects ledger entries. Zero fields match everything. All set
+// fields must match (exact string equality).
+type Filter struct {
+	Since     time.Time // inclusive
+	Until     time.Time // exclusive
+	Type      Type
+	Agent     string
+	Initiator string
+	CallID    string
+	Decision  string
+	Target    string
+	Session   string
+	// Limit > 0 keeps only the most recent Limit matches; 0 keeps all.
+	Limit int
+}
+
+// Validate rejects a filter that could never be meant: an unknown Type or a
+// negative Limit.
+func (f Filter) Validate() error {
+	if f.Type != "" {
+		if err := f.Type.Validate(); err != nil {
+			return err
+		}
+	}
+	if f.Limit < 0 {
+		return fmt.Errorf("negative limit %d", f.Limit)
+	}
+	return nil
+}
+
+func (f Filter) match(ev *Event) bool {
+	switch {
+	case !f.Since.IsZero() && ev.Time.Before(f.Since),
+		!f.Until.IsZero() && !ev.Time.Before(f.Until),
+		f.Type != "" && ev.Type != f.Type,
+		f.Agent != "" && ev.Agent != f.Agent,
+		f.Initiator != "" && ev.Initiator != f.Initiator,
+		f.CallID != "" && ev.CallID != f.CallID,
+		f.Decision != "" && ev.Decision != f.Decision,
+		f.Target != "" && ev.Target != f.Target,
+		f.Session != "" && ev.Session != f.Session:
+		return false
+	}
+	return true
+}
+
+// List returns the entries matching f in ascending sequence order. It scans
+// the whole ledger (a linear scan; indexes come later) and stops early if
+// ctx ends.
+func (l *Ledger) List(ctx context.Context, f Filter) ([]Entry, error) {
+	return list(ctx, l.store, f)
+}
+
+// List is Ledger.List over a store opened directly, for the CLI when no
+// broker holds the file.
+func List(s *store.Store, f Filter) ([]Entry, error) {
+	return list(context.Background(), s, f)
+}
+
+func list(ctx context.Context, s *store.Store, f Filter) ([]Entry, error) {
+	if err := f.Validate(); err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	out := []Entry{}
+	err := s.ScanLedger(1, func(seq uint64, raw []byte) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var e Entry
+		if err := json.Unmarshal(raw, &e); err != nil {
+			return fmt.Errorf("decode ledger entry %d: %w", seq, err)
+		}
+		if !f.match(&e.Event) {
+			return nil
+		}
+		if f.Limit > 0 && len(out) == f.Limit {
+			copy(out, out[1:])
+			out = out[:len(out)-1]
+		}
+		out = append(out, e)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	return out, nil
+}
+
+// errStop ends a scan early.
+var errStop = errors.New("stop")
