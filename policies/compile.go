@@ -37,6 +37,7 @@ type Set struct {
 	enforced cedar.PolicyMap         // what Authorize sees: every policy not in @mode("log_only")
 	approval map[cedar.PolicyID]bool // forbids carrying @approval(...)
 	model    *model
+	index    *scopeIndex // over enforced
 }
 
 // Digest returns "sha256:<hex>" over the sorted (id, canonical policy text)
@@ -153,6 +154,7 @@ func Compile(srcs []Source) (*Set, error) {
 	}
 	slices.Sort(s.ids)
 	s.digest = digest(s.ids, s.all)
+	s.index = newScopeIndex(s.enforced)
 	return s, nil
 }
 

@@ -69,6 +69,11 @@ func runPasses(principals []types.EntityUID, ctx types.Value, eval evalFunc) ([]
 			pass.Errors = append(pass.Errors, e.String())
 			res.errors = append(res.errors, e.PolicyID)
 		}
+		// Cedar reports in policy iteration order; sort for stable output.
+		slices.Sort(pass.Reasons)
+		slices.Sort(pass.Errors)
+		slices.Sort(res.reasons)
+		slices.Sort(res.errors)
 		passes[i], results[i] = pass, res
 		all = all && pass.Allowed
 	}
@@ -104,16 +109,27 @@ func (s *Set) approvalCurable(passes []Pass, results []passResult) bool {
 // pass, is NeedsApproval (Passes and PolicyIDs then describe the real
 // evaluation). An invalid request is denied with one pass named
 // "<invalid request>" carrying the problem.
-func (e *Engine) Decide(req Request) Decision {
-	s := e.Set()
+func (e *Engine) Decide(req Request) Decision { return e.Set().decide(req, true) }
+
+// policiesFor returns what Authorize evaluates for one principal: the index
+// candidates, or (indexed=false, for the equivalence test) every enforced policy.
+func (s *Set) policiesFor(ents types.EntityGetter, principal types.EntityUID, resKeys []types.EntityUID, indexed bool) cedar.PolicyIterator {
+	if !indexed {
+		return s.enforced
+	}
+	return s.index.candidates(scopeKeys(ents, principal), resKeys)
+}
+
+func (s *Set) decide(req Request, indexed bool) Decision {
 	if err := validateRequest(&req, req.Action); err != nil {
 		return invalidDecision(s, err)
 	}
 	b := buildEntities(&req, s.model.actions)
 	parts := newContextParts(&req, b.principals, argsRecord(req.Args, s.model.args))
 	action := actionUID(req.Action)
+	resKeys := scopeKeys(b.entities, b.resource)
 	eval := func(p types.EntityUID, ctx types.Value) (types.Decision, types.Diagnostic) {
-		return cedar.Authorize(s.enforced, b.entities, cedar.Request{
+		return cedar.Authorize(s.policiesFor(b.entities, p, resKeys, indexed), b.entities, cedar.Request{
 			Principal: p, Action: action, Resource: b.resource, Context: ctx.(types.Record),
 		})
 	}
@@ -158,11 +174,12 @@ func (e *Engine) Visible(req Request) bool {
 	b := buildEntities(&req, s.model.actions)
 	parts := newContextParts(&req, b.principals, batch.Ignore())
 	actUID := actionUID(action)
+	resKeys := scopeKeys(b.entities, b.resource)
 	eval := func(p types.EntityUID, ctx types.Value) (types.Decision, types.Diagnostic) {
 		var res types.Decision
 		var diag types.Diagnostic
 		n := 0
-		err := batch.Authorize(context.Background(), s.enforced, b.entities, batch.Request{
+		err := batch.Authorize(context.Background(), s.policiesFor(b.entities, p, resKeys, true), b.entities, batch.Request{
 			Principal: p, Action: actUID, Resource: b.resource, Context: ctx,
 		}, func(r batch.Result) error {
 			n++
