@@ -1,0 +1,383 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/mcpbroker/mcpbroker/agents"
+	"github.com/mcpbroker/mcpbroker/broker/audit"
+	"github.com/mcpbroker/mcpbroker/broker/store"
+	"github.com/mcpbroker/mcpbroker/policies"
+	"github.com/mcpbroker/mcpbroker/tools"
+	"github.com/mcpbroker/mcpbroker/tools/demo"
+)
+
+// File names inside the data directory.
+const (
+	DBFile      = "mcpbroker.db"
+	KeyFile     = "audit.key"
+	AdminSocket = "admin.sock"
+)
+
+// Authenticator turns an HTTP request into an identity. agents.Dev is the
+// dev-mode implementation; SPIFFE and OIDC slot in here.
+type Authenticator interface {
+	Authenticate(r *http.Request) (agents.Identity, error)
+}
+
+var _ Authenticator = (*agents.Dev)(nil)
+
+// Options are the process-level settings cmd/ passes in.
+type Options struct {
+	Logger  *slog.Logger
+	Version string
+	// Stdio serves MCP on Stdin/Stdout instead of HTTP.
+	Stdio  bool
+	Stdin  io.Reader
+	Stdout io.Writer
+	// Ready, if set, is called once the broker serves, with the MCP URL
+	// (empty for stdio).
+	Ready func(mcpURL string)
+}
+
+// Broker is one running mcpbroker. New provisions it; Run serves until the
+// context ends and then shuts down in reverse data-flow order.
+type Broker struct {
+	cfg     Config
+	opts    Options
+	log     *slog.Logger
+	version string
+	now     func() time.Time
+
+	store    *store.Store
+	ledger   *audit.Ledger
+	hasher   *audit.Hasher
+	engine   *policies.Engine
+	auth     Authenticator
+	dev      *agents.Dev
+	sessions *agents.Sessions
+	pool     *tools.Pool
+	mcp      *server.MCPServer
+
+	maxBody        int64
+	callTimeout    time.Duration
+	listenAddr     string
+	allowedOrigins []string
+
+	catMu                               sync.Mutex
+	lastTools, lastResources, lastPrompts string
+
+	listener net.Listener
+}
+
+// New validates cfg and provisions every stage. On error, whatever was
+// opened is closed again.
+func New(cfg Config, opts Options) (b *Broker, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	b = &Broker{
+		cfg: cfg, opts: opts, log: opts.Logger, version: opts.Version, now: time.Now,
+		maxBody: cfg.MaxBodyBytes, callTimeout: time.Duration(cfg.CallTimeout),
+		listenAddr: cfg.Listen, allowedOrigins: cfg.AllowedOrigins,
+	}
+	defer func() {
+		if err != nil {
+			b.closeStores()
+		}
+	}()
+
+	// Policy first: an invalid set stops start-up before anything opens.
+	srcs := policies.Baseline()
+	if cfg.demo {
+		srcs = append(srcs, policies.Demo()...)
+	}
+	if cfg.Policies != "" {
+		op, err := policies.ReadDir(cfg.Policies)
+		if err != nil {
+			return nil, fmt.Errorf("policies: %w", err)
+		}
+		srcs = append(srcs, op...)
+	}
+	set, err := policies.Compile(srcs)
+	if err != nil {
+		return nil, fmt.Errorf("policy set rejected:\n%w", err)
+	}
+	b.engine = policies.NewEngine(set)
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	b.store, err = store.Open(filepath.Join(cfg.DataDir, DBFile), store.Options{LockTimeout: time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	b.hasher, err = audit.LoadOrCreateKey(filepath.Join(cfg.DataDir, KeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
+	}
+	b.ledger = audit.NewLedger(b.store, b.log)
+
+	if err := b.setupIdentity(); err != nil {
+		return nil, err
+	}
+	b.sessions = agents.NewSessions(time.Hour, nil)
+
+	specs, err := b.specs()
+	if err != nil {
+		return nil, err
+	}
+	b.pool, err = tools.NewPool(specs, tools.Options{Logger: b.log.With("component", "pool"), Version: opts.Version})
+	if err != nil {
+		return nil, fmt.Errorf("servers: %w", err)
+	}
+	b.mcp = b.newMCPServer()
+	b.pool.OnChange(b.applyCatalog)
+	return b, nil
+}
+
+func (b *Broker) setupIdentity() error {
+	ic := b.cfg.Identity
+	var toks []agents.DevToken
+	var errs []error
+	for i, t := range ic.Tokens {
+		ref := SecretRef{Env: t.TokenEnv, File: t.TokenFile}
+		v, err := ref.Resolve()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("identity.tokens[%d]: %w", i, err))
+			continue
+		}
+		toks = append(toks, agents.DevToken{Token: string(v), Identity: agents.Identity{
+			Agent: t.Agent, Initiator: t.Initiator, Tenant: t.Tenant, Groups: t.Groups, InitiatorKind: agents.InitiatorUser,
+		}})
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	var def agents.Identity
+	if ic.DefaultAgent != "" {
+		def = agents.Identity{Agent: ic.DefaultAgent, Initiator: ic.DefaultInitiator, Tenant: ic.DefaultTenant, InitiatorKind: agents.InitiatorUser}
+	}
+	dev, err := agents.NewDev(toks, def)
+	if err != nil {
+		return err
+	}
+	b.dev, b.auth = dev, dev
+	b.log.Warn("DEV IDENTITY MODE: agents are identified by static tokens or a default identity; loopback only, never for production",
+		"default_agent", ic.DefaultAgent, "tokens", len(toks))
+	return nil
+}
+
+func (b *Broker) specs() ([]tools.Spec, error) {
+	var out []tools.Spec
+	var errs []error
+	var demos map[string]*server.MCPServer
+	for _, s := range b.cfg.Servers {
+		sp := tools.Spec{
+			Name: s.Name, Transport: tools.Transport(s.Transport), URL: s.URL,
+			Command: s.Command, Args: s.Args, Env: s.Env, Dir: s.Dir,
+			Prefix: s.ToolPrefix(), Trusted: s.Trusted, ProtocolVersion: s.ProtocolVersion, RiskTags: s.RiskTags,
+		}
+		if len(s.Headers) > 0 {
+			sp.Headers = map[string]string{}
+			for k, ref := range s.Headers {
+				v, err := ref.Resolve()
+				if err != nil {
+					errs = append(errs, fmt.Errorf("servers %s: header %s: %w", s.Name, k, err))
+					continue
+				}
+				sp.Headers[k] = string(v)
+			}
+			b.log.Warn("downstream uses a static credential from config", "server", s.Name, "headers", len(s.Headers))
+		}
+		if s.InProcess() != "" {
+			if demos == nil {
+				demos = demo.Servers()
+			}
+			sp.Server = demos[s.InProcess()]
+			if sp.Server == nil {
+				errs = append(errs, fmt.Errorf("servers %s: no built-in server %q", s.Name, s.InProcess()))
+			}
+		}
+		out = append(out, sp)
+	}
+	return out, errors.Join(errs...)
+}
+
+// Run connects the downstream servers, serves agents until ctx ends, then
+// shuts down gracefully (bounded by 15 s).
+func (b *Broker) Run(ctx context.Context) error {
+	set := b.engine.Set()
+	b.record(ctx, audit.Event{Type: audit.PolicyLoaded, PolicyDigest: set.Digest(), Detail: fmt.Sprintf("%d policies", set.Len())})
+	b.log.Info("policy set loaded", "policies", set.Len(), "digest", set.Digest())
+
+	if err := b.pool.Start(ctx, 20*time.Second); err != nil {
+		_ = b.pool.Close()
+		b.closeStores()
+		return err
+	}
+	b.applyCatalog(b.pool.Snapshot())
+
+	admin, err := b.serveAdmin()
+	if err != nil {
+		b.log.Warn("admin socket not available", "err", err)
+	}
+	b.record(ctx, audit.Event{Type: audit.BrokerStarted, Detail: "version " + b.version})
+
+	var serveErr error
+	if b.opts.Stdio {
+		serveErr = b.serveStdio(ctx)
+	} else {
+		serveErr = b.serveHTTP(ctx)
+	}
+
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	if admin != nil {
+		_ = admin.Shutdown(sctx)
+	}
+	b.shutdown(sctx)
+	if errors.Is(serveErr, context.Canceled) || errors.Is(serveErr, http.ErrServerClosed) {
+		serveErr = nil
+	}
+	return serveErr
+}
+
+func (b *Broker) serveHTTP(ctx context.Context) error {
+	ln, err := net.Listen("tcp", b.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	b.listener = ln
+	b.listenAddr = ln.Addr().String()
+	stream := server.NewStreamableHTTPServer(b.mcp,
+		server.WithSessionIdManager(b.sessions),
+		server.WithSessionIdleTTL(time.Duration(b.cfg.SessionIdleTTL)),
+		server.WithStreamableHTTPLogger(b.log.With("component", "http")),
+		server.WithEventStore(server.NewInMemoryEventStore()),
+		server.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
+			if id, ok := agents.FromContext(r.Context()); ok {
+				return agents.WithIdentity(ctx, id)
+			}
+			return ctx
+		}),
+	)
+	hs := &http.Server{
+		Handler:           b.httpHandler(stream),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	url := "http://" + ln.Addr().String() + "/mcp"
+	b.log.Info("serving MCP over streamable HTTP", "url", url)
+	if b.opts.Ready != nil {
+		b.opts.Ready(url)
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	// Stop accepting and drain in-flight calls, then end MCP sessions.
+	if err := hs.Shutdown(sctx); err != nil {
+		b.log.Warn("http shutdown incomplete", "err", err)
+		_ = hs.Close()
+	}
+	_ = stream.Shutdown(sctx)
+	return nil
+}
+
+func (b *Broker) serveStdio(ctx context.Context) error {
+	def, ok := b.dev.Default()
+	if !ok {
+		return errors.New("stdio: identity.default_agent is required (a stdio agent presents no token)")
+	}
+	def.Method = "stdio-default"
+	stdio := server.NewStdioServer(b.mcp)
+	stdio.SetContextFunc(func(ctx context.Context) context.Context { return agents.WithIdentity(ctx, def) })
+	stdio.SetErrorLogger(slog.NewLogLogger(b.log.Handler(), slog.LevelWarn))
+	if b.opts.Ready != nil {
+		b.opts.Ready("")
+	}
+	in, out := b.opts.Stdin, b.opts.Stdout
+	if in == nil {
+		in = os.Stdin
+	}
+	if out == nil {
+		out = os.Stdout
+	}
+	err := stdio.Listen(ctx, in, out)
+	if err == nil || errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
+}
+
+// serveAdmin serves the audit API on an owner-only unix socket in the data
+// directory, for CLI commands while this process holds the store lock.
+func (b *Broker) serveAdmin() (*http.Server, error) {
+	path := filepath.Join(b.cfg.DataDir, AdminSocket)
+	_ = os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle(audit.AuditPath, audit.Handler(b.ledger))
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	return hs, nil
+}
+
+// shutdown closes downstreams, writes the last record and closes the store.
+func (b *Broker) shutdown(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { _ = b.pool.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		b.log.Warn("downstream servers did not close in time")
+	}
+	b.record(ctx, audit.Event{Type: audit.BrokerStopped})
+	b.closeStores()
+	b.log.Info("broker stopped")
+}
+
+func (b *Broker) closeStores() {
+	if b.store != nil {
+		if err := b.store.Close(); err != nil {
+			b.log.Warn("store close", "err", err)
+		}
+		b.store = nil
+	}
+}
+
+// Addr is the HTTP listen address once serving (useful with port 0).
+func (b *Broker) Addr() string {
+	if b.listener == nil {
+		return ""
+	}
+	return b.listener.Addr().String()
+}

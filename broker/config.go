@@ -1,0 +1,377 @@
+package broker
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the broker's whole configuration. The zero value is not usable:
+// start from Defaults (or DemoConfig), decode a file over it with
+// LoadConfig, then Validate. Only cmd/ reads flags and environment; Config
+// holds references (env var names, file paths) to secrets, never secrets.
+type Config struct {
+	// Listen is the host:port of the streamable HTTP endpoint, served at /mcp.
+	Listen string `yaml:"listen"`
+	// DataDir holds the bbolt file, the audit key and the admin socket.
+	DataDir string `yaml:"data_dir"`
+	// Policies is a directory of operator .cedar files, loaded next to the
+	// embedded baseline.
+	Policies string `yaml:"policies"`
+	// MaxBodyBytes caps an HTTP request body (default 4 MiB).
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// SessionIdleTTL expires idle legacy MCP sessions. It must be longer than
+	// CallTimeout, since a session is touched only when a request arrives.
+	SessionIdleTTL Duration `yaml:"session_idle_ttl"`
+	// CallTimeout bounds one forwarded call (default 10m).
+	CallTimeout Duration `yaml:"call_timeout"`
+	// AllowedOrigins lists extra Origin values accepted besides the listen
+	// host (DNS-rebinding protection). Entries are scheme://host[:port].
+	AllowedOrigins []string `yaml:"allowed_origins"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string         `yaml:"log_level"`
+	Identity IdentityConfig `yaml:"identity"`
+	Servers  []ServerConfig `yaml:"servers"`
+
+	// demo marks the built-in demo configuration: in-process demo servers
+	// and the embedded demo policies. Set only by DemoConfig.
+	demo bool
+}
+
+// IdentityConfig says how agents authenticate.
+type IdentityConfig struct {
+	// Mode is "dev" (static tokens, loopback only) or "spiffe".
+	Mode string `yaml:"mode"`
+	// DefaultAgent is the agent a dev-mode request without a token acts as;
+	// empty means such requests are refused.
+	DefaultAgent string `yaml:"default_agent"`
+	// DefaultInitiator is the initiator of DefaultAgent's requests.
+	DefaultInitiator string     `yaml:"default_initiator"`
+	DefaultTenant    string     `yaml:"default_tenant"`
+	Tokens           []DevToken `yaml:"tokens"`
+}
+
+// DevToken maps a bearer token, read from an environment variable or a file,
+// to an agent and initiator. Dev mode only.
+type DevToken struct {
+	TokenEnv  string   `yaml:"token_env"`
+	TokenFile string   `yaml:"token_file"`
+	Agent     string   `yaml:"agent"`
+	Initiator string   `yaml:"initiator"`
+	Tenant    string   `yaml:"tenant"`
+	Groups    []string `yaml:"groups"`
+}
+
+// ServerConfig is one downstream MCP server.
+type ServerConfig struct {
+	Name      string `yaml:"name"`
+	Transport string `yaml:"transport"` // stdio | streamable-http | sse
+	// URL of a streamable-http or sse server.
+	URL string `yaml:"url"`
+	// Headers sent to an HTTP server; values come from env or files.
+	Headers map[string]SecretRef `yaml:"headers"`
+	// Command, Args, Env and Dir start a stdio server.
+	Command string            `yaml:"command"`
+	Args    []string          `yaml:"args"`
+	Env     map[string]string `yaml:"env"`
+	Dir     string            `yaml:"dir"`
+	// Prefix is prepended to the server's tool and prompt names. nil means
+	// "<name>__"; an empty string passes names through unchanged.
+	Prefix *string `yaml:"prefix"`
+	// Trusted servers have their MCP tool annotations believed; for the
+	// others the broker assumes the MCP defaults (destructive, open-world).
+	Trusted bool `yaml:"trusted"`
+	// ProtocolVersion pins the era spoken to this server ("2025-11-25",
+	// "2026-07-28"); empty negotiates.
+	ProtocolVersion string `yaml:"protocol_version"`
+	// RiskTags are attached to every tool of this server for policy.
+	RiskTags []string `yaml:"risk_tags"`
+
+	// inProcess names a built-in demo server; set only by DemoConfig.
+	inProcess string
+}
+
+// SecretRef points at a secret value without holding it.
+type SecretRef struct {
+	Env  string `yaml:"env"`
+	File string `yaml:"file"`
+	// Prefix is prepended to the value, e.g. "Bearer ".
+	Prefix string `yaml:"prefix"`
+}
+
+// Resolve reads the secret. The result must never be logged.
+func (r SecretRef) Resolve() (Secret, error) {
+	switch {
+	case r.Env != "" && r.File != "":
+		return "", errors.New("both env and file set")
+	case r.Env != "":
+		v, ok := os.LookupEnv(r.Env)
+		if !ok || v == "" {
+			return "", fmt.Errorf("environment variable %s is not set", r.Env)
+		}
+		return Secret(r.Prefix + v), nil
+	case r.File != "":
+		b, err := os.ReadFile(r.File)
+		if err != nil {
+			return "", fmt.Errorf("read secret file: %w", err)
+		}
+		v := strings.TrimSpace(string(b))
+		if v == "" {
+			return "", fmt.Errorf("secret file %s is empty", r.File)
+		}
+		return Secret(r.Prefix + v), nil
+	}
+	return "", errors.New("neither env nor file set")
+}
+
+// Secret is a credential. It prints as <redacted> in logs and %v.
+type Secret string
+
+func (Secret) String() string   { return "<redacted>" }
+func (Secret) GoString() string { return "<redacted>" }
+
+// Duration is a time.Duration written as "30s", "5m" in YAML.
+type Duration time.Duration
+
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("line %d: duration must be a string like \"30s\"", n.Line)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Defaults returns the configuration every file is decoded over.
+func Defaults() Config {
+	return Config{
+		Listen:         "127.0.0.1:7420",
+		DataDir:        "./mcpbroker-data",
+		MaxBodyBytes:   4 << 20,
+		SessionIdleTTL: Duration(30 * time.Minute),
+		CallTimeout:    Duration(10 * time.Minute),
+		LogLevel:       "info",
+		Identity:       IdentityConfig{Mode: "dev"},
+	}
+}
+
+// DemoConfig is what `serve --demo` runs: built-in demo servers in process,
+// the embedded demo policies, dev identity with a default agent.
+func DemoConfig() Config {
+	c := Defaults()
+	c.demo = true
+	c.Identity = IdentityConfig{
+		Mode:             "dev",
+		DefaultAgent:     "spiffe://demo.local/agent/dev",
+		DefaultInitiator: "dev",
+		DefaultTenant:    "demo",
+	}
+	c.Servers = []ServerConfig{
+		{Name: "notes", Transport: "in-process", Trusted: true, inProcess: "notes"},
+		{Name: "payments", Transport: "in-process", Trusted: true, inProcess: "payments"},
+	}
+	return c
+}
+
+// IsDemo reports whether c came from DemoConfig.
+func (c Config) IsDemo() bool { return c.demo }
+
+// LoadConfig decodes YAML strictly over Defaults: an unknown key is an
+// error naming its line. It does not validate; call Validate.
+func LoadConfig(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(path, b)
+}
+
+// ParseConfig is LoadConfig on bytes; name is used in messages.
+func ParseConfig(name string, b []byte) (Config, error) {
+	c := Defaults()
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return Config{}, fmt.Errorf("%s: empty config", name)
+		}
+		return Config{}, fmt.Errorf("%s: %w", name, err)
+	}
+	return c, nil
+}
+
+var (
+	serverNameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
+	toolPrefixRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{0,64}$`)
+	headerNameRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+)
+
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		add("listen: %q is not host:port: %v", c.Listen, err)
+	}
+	if c.DataDir == "" {
+		add("data_dir: required")
+	}
+	if c.Policies == "" && !c.demo {
+		add("policies: required (a directory of .cedar files); nothing is allowed without policy")
+	}
+	if c.MaxBodyBytes < 1024 {
+		add("max_body_bytes: %d is below 1024", c.MaxBodyBytes)
+	}
+	if c.CallTimeout <= 0 {
+		add("call_timeout: must be positive")
+	}
+	if time.Duration(c.SessionIdleTTL) <= time.Duration(c.CallTimeout) {
+		add("session_idle_ttl: %s must be longer than call_timeout %s (a session is only touched when a request arrives)",
+			time.Duration(c.SessionIdleTTL), time.Duration(c.CallTimeout))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log_level: %q is not debug, info, warn or error", c.LogLevel)
+	}
+	for i, o := range c.AllowedOrigins {
+		if !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
+			add("allowed_origins[%d]: %q must start with http:// or https://", i, o)
+		}
+	}
+
+	switch c.Identity.Mode {
+	case "dev":
+		if host != "" && !isLoopbackHost(host) {
+			add("identity.mode dev: refusing to listen on %q; dev identities are for loopback only (127.0.0.1, ::1, localhost)", c.Listen)
+		}
+	case "spiffe":
+		add("identity.mode spiffe: not available in this build yet")
+	default:
+		add("identity.mode: %q is not dev or spiffe", c.Identity.Mode)
+	}
+	if c.Identity.DefaultAgent != "" {
+		if err := ValidateSPIFFEID(c.Identity.DefaultAgent); err != nil {
+			add("identity.default_agent: %v", err)
+		}
+		if c.Identity.DefaultInitiator == "" {
+			add("identity.default_initiator: required with default_agent")
+		}
+	}
+	for i, t := range c.Identity.Tokens {
+		if (t.TokenEnv == "") == (t.TokenFile == "") {
+			add("identity.tokens[%d]: exactly one of token_env or token_file is required (tokens are never inline)", i)
+		}
+		if err := ValidateSPIFFEID(t.Agent); err != nil {
+			add("identity.tokens[%d].agent: %v", i, err)
+		}
+		if t.Initiator == "" {
+			add("identity.tokens[%d].initiator: required", i)
+		}
+	}
+
+	names := map[string]int{}
+	for i, s := range c.Servers {
+		where := fmt.Sprintf("servers[%d]", i)
+		if s.Name != "" {
+			where = fmt.Sprintf("servers[%d] (%s)", i, s.Name)
+		}
+		if !serverNameRE.MatchString(s.Name) {
+			add("%s.name: %q must match %s", where, s.Name, serverNameRE)
+		} else if j, dup := names[s.Name]; dup {
+			add("%s.name: duplicate of servers[%d]", where, j)
+		} else {
+			names[s.Name] = i
+		}
+		if s.Prefix != nil && !toolPrefixRE.MatchString(*s.Prefix) {
+			add("%s.prefix: %q may only hold [A-Za-z0-9_.-] (MCP tool names)", where, *s.Prefix)
+		}
+		switch s.Transport {
+		case "stdio":
+			if s.Command == "" {
+				add("%s.command: required for transport stdio", where)
+			}
+			if s.URL != "" || len(s.Headers) > 0 {
+				add("%s: url and headers are for HTTP transports, not stdio", where)
+			}
+		case "streamable-http", "sse":
+			if !strings.HasPrefix(s.URL, "http://") && !strings.HasPrefix(s.URL, "https://") {
+				add("%s.url: %q must be an http:// or https:// URL", where, s.URL)
+			}
+			if s.Command != "" || len(s.Args) > 0 {
+				add("%s: command and args are for transport stdio", where)
+			}
+			for k, v := range s.Headers {
+				if !headerNameRE.MatchString(k) {
+					add("%s.headers: %q is not a valid header name", where, k)
+				}
+				if (v.Env == "") == (v.File == "") {
+					add("%s.headers[%s]: exactly one of env or file is required (secrets are never inline)", where, k)
+				}
+				if strings.EqualFold(k, "Authorization") && v.Env == "" && v.File == "" {
+					add("%s.headers[%s]: the agent's token is never forwarded", where, k)
+				}
+			}
+		case "in-process":
+			if s.inProcess == "" {
+				add("%s.transport: in-process is reserved for the built-in demo", where)
+			}
+		default:
+			add("%s.transport: %q is not stdio, streamable-http or sse", where, s.Transport)
+		}
+		switch s.ProtocolVersion {
+		case "", "2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28":
+		default:
+			add("%s.protocol_version: %q is not a known MCP version", where, s.ProtocolVersion)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ToolPrefix is the prefix agents see in front of this server's tool names.
+func (s ServerConfig) ToolPrefix() string {
+	if s.Prefix == nil {
+		return s.Name + "__"
+	}
+	return *s.Prefix
+}
+
+// InProcess names the built-in server for transport in-process.
+func (s ServerConfig) InProcess() string { return s.inProcess }
+
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ValidateSPIFFEID checks that id is a SPIFFE ID with a path.
+func ValidateSPIFFEID(id string) error {
+	sid, err := spiffeid.FromString(id)
+	if err != nil {
+		return fmt.Errorf("%q is not a SPIFFE ID: %w", id, err)
+	}
+	if sid.Path() == "" {
+		return fmt.Errorf("%q: a workload SPIFFE ID needs a path", id)
+	}
+	return nil
+}

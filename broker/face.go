@@ -1,0 +1,357 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/mcpbroker/mcpbroker/agents"
+	"github.com/mcpbroker/mcpbroker/broker/audit"
+	"github.com/mcpbroker/mcpbroker/policies"
+	"github.com/mcpbroker/mcpbroker/tools"
+)
+
+// newMCPServer builds the agent-facing MCP server. Tools, resources and
+// prompts are registered from the pool's catalog by applyCatalog.
+func (b *Broker) newMCPServer() *server.MCPServer {
+	hooks := &server.Hooks{}
+	hooks.AddOnRegisterSession(func(ctx context.Context, s server.ClientSession) {
+		id, ok := agents.FromContext(ctx)
+		if !ok {
+			return
+		}
+		if err := b.sessions.Bind(s.SessionID(), id); err != nil && !errors.Is(err, agents.ErrUnknownSession) {
+			b.log.Warn("session binding refused", "session", s.SessionID(), "err", err)
+			return
+		}
+		b.record(ctx, audit.Event{Type: audit.SessionOpened, Session: s.SessionID(), Agent: id.Agent,
+			Initiator: id.Initiator, Tenant: id.Tenant, Detail: "auth " + id.Method})
+	})
+	hooks.AddOnUnregisterSession(func(ctx context.Context, s server.ClientSession) {
+		_, _ = b.sessions.Terminate(s.SessionID())
+		b.record(ctx, audit.Event{Type: audit.SessionClosed, Session: s.SessionID()})
+	})
+	// Requests refused before any handler ran (unknown tool, malformed
+	// params, unknown method) still leave a record.
+	hooks.AddOnError(func(ctx context.Context, id any, method mcp.MCPMethod, message any, err error) {
+		ev := audit.Event{Type: audit.RequestRejected, Method: string(method), Decision: audit.DecisionDeny,
+			Detail: truncate(err.Error(), 200)}
+		if s := server.ClientSessionFromContext(ctx); s != nil {
+			ev.Session = s.SessionID()
+		}
+		if who, ok := agents.FromContext(ctx); ok {
+			ev.Agent, ev.Initiator, ev.Tenant = who.Agent, who.Initiator, who.Tenant
+		}
+		if req, ok := message.(*mcp.CallToolRequest); ok {
+			ev.Target = req.Params.Name
+		}
+		b.record(ctx, ev)
+		b.log.Info("request rejected", "method", method, "err", err)
+	})
+	// tools/list shows an agent only what policy could allow it.
+	hooks.AddAfterListTools(func(ctx context.Context, _ any, _ *mcp.ListToolsRequest, res *mcp.ListToolsResult) {
+		res.Tools = b.visibleTools(ctx, res.Tools)
+	})
+	return server.NewMCPServer("mcpbroker", b.version,
+		server.WithToolCapabilities(true),
+		server.WithResourceCapabilities(false, true),
+		server.WithPromptCapabilities(true),
+		server.WithCompletions(),
+		server.WithLogging(),
+		server.WithHooks(hooks),
+		server.WithRecovery(),
+		server.WithResourceRecovery(),
+		server.WithPromptCompletionProvider(b),
+		server.WithResourceCompletionProvider(b),
+		server.WithInstructions("mcpbroker: every tool call is authorized by policy and recorded. Tool names are <server>__<tool>."),
+		server.WithLogger(b.log),
+	)
+}
+
+// visibleTools filters a tools/list result to what policy could allow the
+// caller; without an identity nothing is visible.
+func (b *Broker) visibleTools(ctx context.Context, in []mcp.Tool) []mcp.Tool {
+	id, ok := agents.FromContext(ctx)
+	if !ok {
+		return []mcp.Tool{}
+	}
+	snap := b.pool.Snapshot()
+	out := make([]mcp.Tool, 0, len(in))
+	for _, t := range in {
+		ct, ok := snap.Tool(t.Name)
+		if !ok {
+			continue
+		}
+		if b.engine.Visible(policies.Request{
+			CallID:    "list",
+			Action:    policies.ActionCallTool,
+			Initiator: policies.Initiator{Kind: policies.InitiatorKind(id.InitiatorKind), ID: id.Initiator, Tenant: id.Tenant, Groups: id.Groups},
+			Chain:     []policies.Agent{{ID: id.Agent, Classes: id.AgentClasses}},
+			Target: policies.Target{Kind: policies.TargetTool, Server: ct.Server, Name: ct.Name, Exposed: ct.Exposed,
+				ReadOnly: ct.ReadOnly, Destructive: ct.Destructive, Idempotent: ct.Idempotent, OpenWorld: ct.OpenWorld, RiskTags: ct.RiskTags},
+			Now: b.now(),
+		}) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// applyCatalog registers the pool's current catalog with the MCP server,
+// touching each kind only when it changed (each change notifies every
+// session with list_changed).
+func (b *Broker) applyCatalog(s *tools.Snapshot) {
+	b.catMu.Lock()
+	defer b.catMu.Unlock()
+
+	toolSum := sha256.New()
+	var st []server.ServerTool
+	for _, t := range s.Tools {
+		if err := mcp.ValidateParamHeaderAnnotations(&t.Def); err != nil {
+			b.log.Warn("downstream tool withheld: invalid x-mcp-header annotations", "tool", t.Exposed, "err", err)
+			continue
+		}
+		def, _ := json.Marshal(t.Def)
+		toolSum.Write(def)
+		st = append(st, server.ServerTool{Tool: t.Def, Handler: b.toolHandler(t)})
+	}
+	if sum := string(toolSum.Sum(nil)); sum != b.lastTools {
+		b.lastTools = sum
+		func() {
+			defer func() {
+				if r := recover(); r != nil { // AddTools panics on bad definitions (pitfall 2)
+					b.log.Error("tool registration failed", "panic", fmt.Sprint(r))
+				}
+			}()
+			b.mcp.SetTools(st...)
+		}()
+		b.log.Info("tool catalog updated", "tools", len(st))
+	}
+
+	resSum := sha256.New()
+	var sr []server.ServerResource
+	for i := range s.Resources {
+		r := s.Resources[i]
+		def, _ := json.Marshal(r.Def)
+		resSum.Write(def)
+		sr = append(sr, server.ServerResource{Resource: r.Def, Handler: b.resourceHandler(r.Server, &r)})
+	}
+	var stt []server.ServerResourceTemplate
+	for _, t := range s.Templates {
+		def, _ := json.Marshal(t.Def)
+		resSum.Write(def)
+		stt = append(stt, server.ServerResourceTemplate{Template: t.Def, Handler: server.ResourceTemplateHandlerFunc(b.resourceHandler(t.Server, nil))})
+	}
+	if sum := string(resSum.Sum(nil)); sum != b.lastResources {
+		b.lastResources = sum
+		b.mcp.SetResources(sr...)
+		b.mcp.SetResourceTemplates(stt...)
+	}
+
+	promptSum := sha256.New()
+	var sp []server.ServerPrompt
+	for _, p := range s.Prompts {
+		def, _ := json.Marshal(p.Def)
+		promptSum.Write(def)
+		sp = append(sp, server.ServerPrompt{Prompt: p.Def, Handler: b.promptHandler(p)})
+	}
+	if sum := string(promptSum.Sum(nil)); sum != b.lastPrompts {
+		b.lastPrompts = sum
+		b.mcp.SetPrompts(sp...)
+	}
+}
+
+// CompletePromptArgument routes completion/complete for a prompt to its
+// server, under the server's own prompt name.
+func (b *Broker) CompletePromptArgument(ctx context.Context, name string, arg mcp.CompleteArgument, cc mcp.CompleteContext) (*mcp.Completion, error) {
+	if _, ok := agents.FromContext(ctx); !ok {
+		return nil, refusalError(ReasonUnauthenticated, "")
+	}
+	p, ok := b.pool.Snapshot().Prompt(name)
+	if !ok {
+		return nil, fmt.Errorf("unknown prompt %q", name)
+	}
+	res, err := b.pool.Complete(ctx, p.Server, mcp.CompleteParams{
+		Ref: mcp.PromptReference{Type: "ref/prompt", Name: p.Name}, Argument: arg, Context: cc,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &res.Completion, nil
+}
+
+// CompleteResourceArgument routes completion/complete for a resource
+// template to the server that owns it.
+func (b *Broker) CompleteResourceArgument(ctx context.Context, uri string, arg mcp.CompleteArgument, cc mcp.CompleteContext) (*mcp.Completion, error) {
+	if _, ok := agents.FromContext(ctx); !ok {
+		return nil, refusalError(ReasonUnauthenticated, "")
+	}
+	snap := b.pool.Snapshot()
+	for _, t := range snap.Templates {
+		if t.Def.URITemplate != nil && t.Def.URITemplate.Raw() == uri {
+			res, err := b.pool.Complete(ctx, t.Server, mcp.CompleteParams{
+				Ref: mcp.ResourceReference{Type: "ref/resource", URI: uri}, Argument: arg, Context: cc,
+			})
+			if err != nil {
+				return nil, err
+			}
+			return &res.Completion, nil
+		}
+	}
+	return nil, fmt.Errorf("unknown resource template %q", uri)
+}
+
+// httpHandler wraps mcp-go's streamable HTTP server with what it lacks
+// (notes/mcp-go.md §9): a body cap, Origin checking, authentication,
+// session-to-identity binding, and dropping session-less cancellations.
+func (b *Broker) httpHandler(stream http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		status := map[string]any{"status": "ok", "servers": map[string]string{}}
+		for name, err := range b.pool.Status() {
+			v := "up"
+			if err != nil {
+				v = "down"
+			}
+			status["servers"].(map[string]string)[name] = v
+		}
+		_ = json.NewEncoder(w).Encode(status)
+	})
+	mux.Handle("/mcp", b.guard(stream))
+	return mux
+}
+
+type rpcPeek struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Method  string          `json:"method"`
+}
+
+func (b *Broker) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !b.originAllowed(r) {
+			b.record(r.Context(), audit.Event{Type: audit.RequestRejected, Decision: audit.DecisionDeny,
+				Detail: "origin not allowed: " + truncate(r.Header.Get("Origin"), 100)})
+			writeRPCError(w, http.StatusForbidden, nil, mcp.INVALID_REQUEST, "origin not allowed")
+			return
+		}
+		var body []byte
+		if r.Method == http.MethodPost {
+			if r.ContentLength > b.maxBody {
+				b.rejectBody(w, r)
+				return
+			}
+			var err error
+			body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, b.maxBody))
+			if err != nil {
+				var mbe *http.MaxBytesError
+				if errors.As(err, &mbe) {
+					b.rejectBody(w, r)
+					return
+				}
+				writeRPCError(w, http.StatusBadRequest, nil, mcp.PARSE_ERROR, "could not read request body")
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+
+		id, err := b.auth.Authenticate(r)
+		if err != nil {
+			b.record(r.Context(), audit.Event{Type: audit.AuthFailed, Decision: audit.DecisionDeny,
+				Reason: string(ReasonUnauthenticated), Detail: err.Error()})
+			b.log.Warn("authentication failed", "remote", r.RemoteAddr, "err", err)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="mcpbroker"`)
+			writeRPCError(w, http.StatusUnauthorized, nil, mcp.INVALID_REQUEST, "authentication required")
+			return
+		}
+		ctx := agents.WithIdentity(r.Context(), id)
+
+		sid := r.Header.Get(server.HeaderKeySessionID)
+		if sid != "" {
+			if err := b.sessions.Check(sid, id); err != nil {
+				if errors.Is(err, agents.ErrSessionMismatch) {
+					b.record(ctx, audit.Event{Type: audit.RequestRejected, Session: sid, Agent: id.Agent,
+						Initiator: id.Initiator, Tenant: id.Tenant, Decision: audit.DecisionDeny,
+						Detail: "session presented under another identity"})
+					b.log.Warn("session presented under another identity", "session", sid, "agent", id.Agent)
+					writeRPCError(w, http.StatusForbidden, nil, mcp.INVALID_REQUEST, "session belongs to another identity")
+					return
+				}
+				// Unknown or ended: 404 tells the client to start over.
+				writeRPCError(w, http.StatusNotFound, nil, mcp.INVALID_REQUEST, "unknown or expired session")
+				return
+			}
+		}
+		if r.Method == http.MethodPost && bytes.Contains(body, []byte("notifications/cancelled")) {
+			var m rpcPeek
+			if json.Unmarshal(body, &m) == nil && m.Method == string(mcp.MethodNotificationCancelled) && sid == "" {
+				// Without a session, request IDs are not unique across
+				// clients: honouring it could cancel another agent's call
+				// (pitfall 3). Over HTTP, closing the stream cancels.
+				b.log.Debug("session-less cancellation dropped", "agent", id.Agent)
+				w.WriteHeader(http.StatusAccepted)
+				return
+			}
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+func (b *Broker) rejectBody(w http.ResponseWriter, r *http.Request) {
+	b.record(r.Context(), audit.Event{Type: audit.RequestRejected, Decision: audit.DecisionDeny,
+		Detail: fmt.Sprintf("request body over %d bytes", b.maxBody)})
+	b.log.Warn("request body too large", "remote", r.RemoteAddr, "limit", b.maxBody)
+	writeRPCError(w, http.StatusRequestEntityTooLarge, nil, mcp.INVALID_REQUEST,
+		fmt.Sprintf("request body exceeds the broker's limit of %d bytes", b.maxBody))
+}
+
+// originAllowed implements DNS-rebinding protection: a browser-sent Origin
+// must be the broker's own listen host (any loopback name when it listens on
+// loopback) or one configured in allowed_origins. Requests without Origin
+// (non-browser clients) pass.
+func (b *Broker) originAllowed(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	for _, a := range b.allowedOrigins {
+		if strings.EqualFold(o, a) {
+			return true
+		}
+	}
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		return false
+	}
+	lh, lp, _ := net.SplitHostPort(b.listenAddr)
+	if u.Port() != lp {
+		return false
+	}
+	h := u.Hostname()
+	if strings.EqualFold(h, lh) {
+		return true
+	}
+	return isLoopbackHost(lh) && isLoopbackHost(h)
+}
+
+func writeRPCError(w http.ResponseWriter, status int, id any, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"jsonrpc": "2.0",
+		"id":      id,
+		"error":   map[string]any{"code": code, "message": msg},
+	})
+}

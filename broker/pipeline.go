@@ -1,0 +1,300 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/mcpbroker/mcpbroker/agents"
+	"github.com/mcpbroker/mcpbroker/broker/audit"
+	"github.com/mcpbroker/mcpbroker/policies"
+	"github.com/mcpbroker/mcpbroker/tools"
+)
+
+// call is one brokered request on its way through the pipeline.
+type call struct {
+	id       string
+	method   string
+	identity agents.Identity
+	session  string
+	target   policies.Target
+	args     tools.Args
+	start    time.Time
+}
+
+// admit runs identity → policy → decision record for one request. It
+// always returns the call (with its ID); a non-empty reason means the call
+// was refused, and the refusal is already recorded and logged.
+func (b *Broker) admit(ctx context.Context, method string, action policies.Action, target policies.Target, rawArgs []byte) (*call, Reason) {
+	c := &call{id: newCallID(), method: method, target: target, start: time.Now()}
+	if s := server.ClientSessionFromContext(ctx); s != nil {
+		c.session = s.SessionID()
+	}
+	log := b.log.With("call_id", c.id, "method", method, "target", target.Exposed, "server", target.Server)
+	id, ok := agents.FromContext(ctx)
+	if !ok {
+		ev := audit.Event{Type: audit.AuthFailed, CallID: c.id, Method: method, Server: target.Server, Target: target.Exposed,
+			Decision: audit.DecisionDeny, Reason: string(ReasonUnauthenticated)}
+		if err := agents.AuthErrorFromContext(ctx); err != nil {
+			ev.Detail = err.Error()
+		}
+		b.record(ctx, ev)
+		log.Warn("call refused: no identity")
+		return c, ReasonUnauthenticated
+	}
+	c.identity = id
+	args, err := tools.Canonicalize(rawArgs)
+	if err != nil {
+		b.recordDecision(ctx, c, nil, ReasonInvalidArguments, err.Error())
+		log.Info("call refused: invalid arguments", "agent", id.Agent, "err", err)
+		return c, ReasonInvalidArguments
+	}
+	c.args = args
+	dec := b.engine.Decide(policies.Request{
+		CallID:    c.id,
+		Action:    action,
+		Initiator: policies.Initiator{Kind: policies.InitiatorKind(id.InitiatorKind), ID: id.Initiator, Tenant: id.Tenant, Groups: id.Groups},
+		Chain:     []policies.Agent{{ID: id.Agent, Classes: id.AgentClasses}},
+		Target:    target,
+		Args:      args.Fields,
+		Now:       b.now(),
+	})
+	reason := Reason("")
+	switch dec.Outcome {
+	case policies.Allow:
+	case policies.NeedsApproval:
+		// Human approval is its own stage (not built yet): without it, a
+		// call that needs approval is denied, never let through.
+		reason = ReasonApprovalRequired
+	default:
+		reason = ReasonDeniedByPolicy
+	}
+	if err := b.recordDecision(ctx, c, &dec, reason, ""); err != nil {
+		log.Error("call refused: decision record not written", "err", err)
+		return c, ReasonInternal
+	}
+	if reason != "" {
+		log.Info("call denied", "agent", id.Agent, "initiator", id.Initiator, "reason", reason,
+			"denied_by", dec.DeniedBy, "policies", dec.PolicyIDs)
+		return c, reason
+	}
+	log.Debug("call allowed", "agent", id.Agent, "initiator", id.Initiator, "policies", dec.PolicyIDs)
+	return c, ""
+}
+
+// recordDecision writes the call.decided record. With dec nil the call was
+// refused before policy (reason says why).
+func (b *Broker) recordDecision(ctx context.Context, c *call, dec *policies.Decision, reason Reason, detail string) error {
+	ev := audit.Event{
+		Type:      audit.CallDecided,
+		CallID:    c.id,
+		Session:   c.session,
+		Agent:     c.identity.Agent,
+		Initiator: c.identity.Initiator,
+		Tenant:    c.identity.Tenant,
+		Chain:     []string{c.identity.Agent},
+		Method:    c.method,
+		Server:    c.target.Server,
+		Target:    c.target.Exposed,
+		Decision:  audit.DecisionDeny,
+		Reason:    string(reason),
+		Detail:    detail,
+	}
+	if c.args.Canonical != nil {
+		ev.ArgsDigest = b.hasher.Digest(c.args.Canonical)
+	}
+	if dec != nil {
+		ev.Decision = string(dec.Outcome)
+		ev.PolicyIDs = dec.PolicyIDs
+		ev.PolicyDigest = dec.Digest
+		for _, p := range dec.Passes {
+			ev.Passes = append(ev.Passes, audit.Pass{Principal: p.Principal, Allowed: p.Allowed, Reasons: p.Reasons, Errors: p.Errors})
+		}
+		if dec.DeniedBy != "" && ev.Detail == "" {
+			ev.Detail = "denied by " + dec.DeniedBy
+		}
+	}
+	_, err := b.ledger.Record(ctx, ev)
+	return err
+}
+
+// complete writes the call.completed record. A failure to write it turns
+// the response into an internal error: results are not released unrecorded.
+func (b *Broker) complete(ctx context.Context, c *call, status string, class Reason, detail string) error {
+	ev := audit.Event{
+		Type:       audit.CallCompleted,
+		CallID:     c.id,
+		Session:    c.session,
+		Agent:      c.identity.Agent,
+		Initiator:  c.identity.Initiator,
+		Tenant:     c.identity.Tenant,
+		Chain:      []string{c.identity.Agent},
+		Method:     c.method,
+		Server:     c.target.Server,
+		Target:     c.target.Exposed,
+		Status:     status,
+		ErrorClass: string(class),
+		LatencyMS:  float64(time.Since(c.start).Microseconds()) / 1000,
+		Detail:     detail,
+	}
+	_, err := b.ledger.Record(ctx, ev)
+	if err != nil {
+		b.log.Error("outcome record not written; withholding the result", "call_id", c.id, "err", err)
+	}
+	return err
+}
+
+// record writes an event that is not part of a call's decision; failures
+// are logged (the request it describes is refused anyway).
+func (b *Broker) record(ctx context.Context, ev audit.Event) {
+	if _, err := b.ledger.Record(ctx, ev); err != nil {
+		b.log.Error("audit record not written", "type", ev.Type, "err", err)
+	}
+}
+
+// classify maps a forwarding error to an outcome status and reason.
+func classify(ctx context.Context, err error) (string, Reason) {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return audit.StatusTimeout, ReasonTimeout
+	case errors.Is(err, context.Canceled) || ctx.Err() != nil:
+		return audit.StatusCancelled, ReasonCancelled
+	case errors.Is(err, tools.ErrUnavailable), errors.Is(err, tools.ErrUnknownTarget):
+		return audit.StatusError, ReasonToolUnavailable
+	}
+	return audit.StatusError, ReasonDownstreamError
+}
+
+// refusal is the tool result an agent gets for a refused or failed call:
+// a stable reason code and the call ID, never policy text or downstream
+// internals.
+func refusal(r Reason, callID string) *mcp.CallToolResult {
+	text := fmt.Sprintf("mcpbroker: %s: %s", r, r.message())
+	if callID != "" {
+		text += fmt.Sprintf(" (call_id %s)", callID)
+	}
+	res := mcp.NewToolResultError(text)
+	res.Meta = mcp.NewMetaFromMap(map[string]any{"io.mcpbroker/reason": string(r), "io.mcpbroker/call_id": callID})
+	return res
+}
+
+// refusalError is the JSON-RPC error form, for resources/read and
+// prompts/get, which have no error result.
+func refusalError(r Reason, callID string) error {
+	return fmt.Errorf("mcpbroker: %s: %s (call_id %s)", r, r.message(), callID)
+}
+
+// toolHandler is the pipeline for one catalog tool.
+func (b *Broker) toolHandler(t tools.Tool) server.ToolHandlerFunc {
+	target := policies.Target{
+		Kind: policies.TargetTool, Server: t.Server, Name: t.Name, Exposed: t.Exposed,
+		ReadOnly: t.ReadOnly, Destructive: t.Destructive, Idempotent: t.Idempotent, OpenWorld: t.OpenWorld,
+		RiskTags: t.RiskTags,
+	}
+	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		raw := req.Params.RawArguments
+		if raw == nil && req.Params.Arguments != nil {
+			raw, _ = json.Marshal(req.Params.Arguments)
+		}
+		c, reason := b.admit(ctx, "tools/call", policies.ActionCallTool, target, raw)
+		if reason != "" {
+			return refusal(reason, c.id), nil
+		}
+		fctx, cancel := context.WithTimeout(ctx, b.callTimeout)
+		defer cancel()
+		fctx = tools.WithCaller(fctx, b.newCaller(ctx, c))
+		res, err := b.pool.CallTool(fctx, &t, raw, req.Params.Meta)
+		if err != nil {
+			status, class := classify(fctx, err)
+			b.log.Warn("forwarded call failed", "call_id", c.id, "tool", t.Exposed, "server", t.Server, "class", class, "err", err)
+			if rerr := b.complete(ctx, c, status, class, truncate(err.Error(), 200)); rerr != nil {
+				return refusal(ReasonInternal, c.id), nil
+			}
+			return refusal(class, c.id), nil
+		}
+		status := audit.StatusOK
+		if res.IsError {
+			status = audit.StatusToolError
+		}
+		if err := b.complete(ctx, c, status, "", ""); err != nil {
+			return refusal(ReasonInternal, c.id), nil
+		}
+		b.log.Info("tool call forwarded", "call_id", c.id, "tool", t.Exposed, "agent", c.identity.Agent, "status", status,
+			"latency_ms", time.Since(c.start).Milliseconds())
+		return res, nil
+	}
+}
+
+// resourceHandler is the pipeline for resources/read of one server.
+func (b *Broker) resourceHandler(serverName string, r *tools.Resource) server.ResourceHandlerFunc {
+	return func(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
+		uri := req.Params.URI
+		target := policies.Target{Kind: policies.TargetResource, Server: serverName, Name: uri, Exposed: uri,
+			ReadOnly: true, Idempotent: true}
+		c, reason := b.admit(ctx, "resources/read", policies.ActionReadResource, target, nil)
+		if reason != "" {
+			return nil, refusalError(reason, c.id)
+		}
+		fctx, cancel := context.WithTimeout(ctx, b.callTimeout)
+		defer cancel()
+		fctx = tools.WithCaller(fctx, b.newCaller(ctx, c))
+		res, err := b.pool.ReadResource(fctx, serverName, uri, req.Params.Meta)
+		if err != nil {
+			status, class := classify(fctx, err)
+			_ = b.complete(ctx, c, status, class, truncate(err.Error(), 200))
+			return nil, refusalError(class, c.id)
+		}
+		if err := b.complete(ctx, c, audit.StatusOK, "", ""); err != nil {
+			return nil, refusalError(ReasonInternal, c.id)
+		}
+		return res.Contents, nil
+	}
+}
+
+// promptHandler is the pipeline for prompts/get of one prompt.
+func (b *Broker) promptHandler(p tools.Prompt) server.PromptHandlerFunc {
+	target := policies.Target{Kind: policies.TargetPrompt, Server: p.Server, Name: p.Name, Exposed: p.Exposed,
+		ReadOnly: true, Idempotent: true}
+	return func(ctx context.Context, req mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		raw, _ := json.Marshal(req.Params.Arguments)
+		c, reason := b.admit(ctx, "prompts/get", policies.ActionGetPrompt, target, raw)
+		if reason != "" {
+			return nil, refusalError(reason, c.id)
+		}
+		fctx, cancel := context.WithTimeout(ctx, b.callTimeout)
+		defer cancel()
+		fctx = tools.WithCaller(fctx, b.newCaller(ctx, c))
+		res, err := b.pool.GetPrompt(fctx, &p, req.Params.Arguments, req.Params.Meta)
+		if err != nil {
+			status, class := classify(fctx, err)
+			_ = b.complete(ctx, c, status, class, truncate(err.Error(), 200))
+			return nil, refusalError(class, c.id)
+		}
+		if err := b.complete(ctx, c, audit.StatusOK, "", ""); err != nil {
+			return nil, refusalError(ReasonInternal, c.id)
+		}
+		return res, nil
+	}
+}
+
+func newCallID() string {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.NewString()
+	}
+	return id.String()
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+

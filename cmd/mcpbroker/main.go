@@ -1,0 +1,212 @@
+// Command mcpbroker is the MCP tool-call broker: an MCP server to agents and
+// an MCP client to downstream servers, deciding every call with Cedar and
+// recording it. This file is wiring only: flags, config, signals.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/mcpbroker/mcpbroker/broker"
+	"github.com/mcpbroker/mcpbroker/broker/audit"
+	"github.com/mcpbroker/mcpbroker/broker/store"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `mcpbroker: the MCP tool-call broker for AI agents
+
+Usage:
+  mcpbroker serve --demo [--data DIR] [--listen HOST:PORT] [--stdio]
+  mcpbroker serve --config FILE [--data DIR] [--listen HOST:PORT] [--stdio]
+  mcpbroker audit list [--data DIR] [--json] [--type T] [--agent A] [--call-id ID] [--decision D] [--limit N]
+  mcpbroker version
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], stdout, stderr)
+	case "audit":
+		return auditCmd(args[1:], stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "mcpbroker", version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "mcpbroker: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+func serve(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "YAML configuration file")
+	demo := fs.Bool("demo", false, "run the built-in demo: in-process demo servers, demo policies, no files needed")
+	data := fs.String("data", "", "data directory (overrides data_dir)")
+	listen := fs.String("listen", "", "HOST:PORT for streamable HTTP (overrides listen)")
+	stdio := fs.Bool("stdio", false, "serve MCP on stdin/stdout instead of HTTP")
+	logLevel := fs.String("log-level", "", "debug, info, warn or error (overrides log_level)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *demo == (*cfgPath != "") {
+		fmt.Fprintln(stderr, "mcpbroker serve: give exactly one of --demo or --config FILE")
+		return 2
+	}
+	var cfg broker.Config
+	if *demo {
+		cfg = broker.DemoConfig()
+	} else {
+		var err error
+		if cfg, err = broker.LoadConfig(*cfgPath); err != nil {
+			fmt.Fprintf(stderr, "mcpbroker: %v\n", err)
+			return 1
+		}
+	}
+	if *data != "" {
+		cfg.DataDir = *data
+	}
+	if *listen != "" {
+		cfg.Listen = *listen
+	}
+	if *logLevel != "" {
+		cfg.LogLevel = *logLevel
+	}
+	// Logs always go to stderr: in --stdio mode stdout carries MCP.
+	log := newLogger(stderr, cfg.LogLevel)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	b, err := broker.New(cfg, broker.Options{
+		Logger: log, Version: version, Stdio: *stdio,
+		Ready: func(url string) {
+			if url != "" && *demo {
+				printDemo(stderr, url)
+			}
+		},
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "mcpbroker: %v\n", err)
+		return 1
+	}
+	if err := b.Run(ctx); err != nil {
+		fmt.Fprintf(stderr, "mcpbroker: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func printDemo(w io.Writer, url string) {
+	fmt.Fprintf(w, `
+mcpbroker demo is running. MCP endpoint: %[1]s
+
+Register it with your agent:
+  Claude Code:   claude mcp add --transport http mcpbroker %[1]s
+  Cursor (.cursor/mcp.json):   {"mcpServers": {"mcpbroker": {"url": "%[1]s"}}}
+  VS Code (.vscode/mcp.json):  {"servers": {"mcpbroker": {"type": "http", "url": "%[1]s"}}}
+
+Demo tools: notes__read_note, notes__list_notes, notes__write_note, notes__delete_note (forbidden),
+            payments__balance, payments__transfer (above 100.00 forbidden).
+See every decision:  mcpbroker audit list --data <data dir>
+Stop with Ctrl-C.
+
+`, url)
+}
+
+func auditCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "list" {
+		fmt.Fprintln(stderr, "usage: mcpbroker audit list [--data DIR] [--json] [filters]")
+		return 2
+	}
+	fs := flag.NewFlagSet("audit list", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "./mcpbroker-data", "data directory")
+	asJSON := fs.Bool("json", false, "print JSON lines instead of a table")
+	var f audit.Filter
+	typ := fs.String("type", "", "event type, e.g. call.decided")
+	fs.StringVar(&f.Agent, "agent", "", "agent SPIFFE ID")
+	fs.StringVar(&f.Initiator, "initiator", "", "initiator")
+	fs.StringVar(&f.CallID, "call-id", "", "call ID")
+	fs.StringVar(&f.Decision, "decision", "", "allow, deny or needs_approval")
+	fs.StringVar(&f.Target, "target", "", "tool name, resource URI or prompt")
+	fs.StringVar(&f.Session, "session", "", "session ID")
+	fs.IntVar(&f.Limit, "limit", 0, "at most N entries (the latest)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	f.Type = audit.Type(*typ)
+	entries, err := listAudit(*data, f)
+	if err != nil {
+		fmt.Fprintf(stderr, "mcpbroker audit: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		for _, e := range entries {
+			if err := enc.Encode(e); err != nil {
+				return 1
+			}
+		}
+		return 0
+	}
+	if err := audit.WriteTable(stdout, entries); err != nil {
+		fmt.Fprintf(stderr, "mcpbroker audit: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// listAudit asks a running broker over its admin socket, or reads the file
+// directly when no broker holds it. It never waits on the lock for long.
+func listAudit(dir string, f audit.Filter) ([]audit.Entry, error) {
+	sock := filepath.Join(dir, broker.AdminSocket)
+	if _, err := os.Stat(sock); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		entries, err := audit.ListRemote(ctx, sock, f)
+		if err == nil {
+			return entries, nil
+		}
+	}
+	path := filepath.Join(dir, broker.DBFile)
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("no audit data in %s: %w", dir, err)
+	}
+	st, err := store.Open(path, store.Options{ReadOnly: true, LockTimeout: time.Second})
+	if err != nil {
+		if errors.Is(err, store.ErrLocked) {
+			return nil, fmt.Errorf("%s is held by a running broker whose admin socket did not answer: %w", path, err)
+		}
+		return nil, err
+	}
+	defer st.Close()
+	return audit.List(st, f)
+}

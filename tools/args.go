@@ -1,0 +1,178 @@
+package tools
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"path"
+	"sort"
+	"strings"
+)
+
+// Args is a tool call's arguments after canonicalization.
+type Args struct {
+	// Canonical is the arguments as canonical JSON (sorted keys, no
+	// insignificant whitespace, numbers as written): what is hashed for the
+	// audit trail and approvals.
+	Canonical []byte
+	// Fields are normalized values of well-known argument names for
+	// policy: path (cleaned), url (lower-case scheme and host), host
+	// (lower-case), amount (integer minor units), currency (upper-case),
+	// and the strings recipient, command, name, account. Values are
+	// string, int64 or bool.
+	Fields map[string]any
+}
+
+// Canonicalize parses raw tool arguments, which must be a JSON object (or
+// absent), and normalizes them. It never modifies what is forwarded: the
+// downstream gets the agent's bytes.
+func Canonicalize(raw []byte) (Args, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return Args{Canonical: []byte("{}"), Fields: map[string]any{}}, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return Args{}, fmt.Errorf("%w: %v", ErrBadArguments, err)
+	}
+	if dec.More() {
+		return Args{}, fmt.Errorf("%w: trailing data", ErrBadArguments)
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return Args{}, ErrBadArguments
+	}
+	var buf bytes.Buffer
+	if err := writeCanonical(&buf, obj); err != nil {
+		return Args{}, err
+	}
+	return Args{Canonical: buf.Bytes(), Fields: fields(obj)}, nil
+}
+
+func writeCanonical(b *bytes.Buffer, v any) error {
+	switch x := v.(type) {
+	case nil:
+		b.WriteString("null")
+	case bool:
+		if x {
+			b.WriteString("true")
+		} else {
+			b.WriteString("false")
+		}
+	case json.Number:
+		b.WriteString(x.String())
+	case string:
+		enc, err := json.Marshal(x)
+		if err != nil {
+			return err
+		}
+		b.Write(enc)
+	case []any:
+		b.WriteByte('[')
+		for i, e := range x {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			if err := writeCanonical(b, e); err != nil {
+				return err
+			}
+		}
+		b.WriteByte(']')
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		b.WriteByte('{')
+		for i, k := range keys {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			enc, err := json.Marshal(k)
+			if err != nil {
+				return err
+			}
+			b.Write(enc)
+			b.WriteByte(':')
+			if err := writeCanonical(b, x[k]); err != nil {
+				return err
+			}
+		}
+		b.WriteByte('}')
+	default:
+		return fmt.Errorf("unexpected JSON value %T", v)
+	}
+	return nil
+}
+
+func fields(obj map[string]any) map[string]any {
+	out := map[string]any{}
+	str := func(k string) (string, bool) {
+		s, ok := obj[k].(string)
+		return s, ok
+	}
+	if s, ok := str("path"); ok && s != "" {
+		out["path"] = cleanPath(s)
+	}
+	if s, ok := str("url"); ok && s != "" {
+		if u, h, ok := cleanURL(s); ok {
+			out["url"] = u
+			if _, set := obj["host"]; !set {
+				out["host"] = h
+			}
+		}
+	}
+	if s, ok := str("host"); ok && s != "" {
+		out["host"] = strings.TrimSuffix(strings.ToLower(s), ".")
+	}
+	if n, ok := obj["amount"].(json.Number); ok {
+		if i, err := n.Int64(); err == nil {
+			out["amount"] = i
+		}
+	}
+	if s, ok := str("currency"); ok {
+		out["currency"] = strings.ToUpper(strings.TrimSpace(s))
+	}
+	for _, k := range []string{"recipient", "command", "name", "account"} {
+		if s, ok := str(k); ok {
+			out[k] = s
+		}
+	}
+	return out
+}
+
+// cleanPath resolves "." and ".." lexically so a policy's prefix test on
+// "/workspace/*" cannot be escaped with "/workspace/../etc".
+func cleanPath(p string) string {
+	if strings.HasPrefix(p, "/") {
+		return path.Clean(p)
+	}
+	c := path.Clean("/" + p)
+	return strings.TrimPrefix(c, "/")
+}
+
+func cleanURL(s string) (string, string, bool) {
+	u, err := url.Parse(strings.TrimSpace(s))
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return "", "", false
+	}
+	u.Scheme = strings.ToLower(u.Scheme)
+	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
+	port := u.Port()
+	if (u.Scheme == "http" && port == "80") || (u.Scheme == "https" && port == "443") {
+		port = ""
+	}
+	u.Host = host
+	if port != "" {
+		u.Host = host + ":" + port
+	}
+	u.User = nil
+	if u.Path != "" {
+		u.Path = path.Clean(u.Path)
+	}
+	return u.String(), host, true
+}

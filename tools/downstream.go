@@ -1,0 +1,506 @@
+package tools
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/mcp"
+)
+
+// downstream owns the connection to one server: it connects, keeps the
+// server's catalog, restarts with backoff when the server dies, and relays
+// what the server sends back during a call to that call's Caller.
+type downstream struct {
+	spec Spec
+	pool *Pool
+	log  *slog.Logger
+
+	resync chan struct{}
+
+	mu       sync.RWMutex
+	client   *client.Client
+	up       bool
+	lastErr  error
+	inflight map[uint64]*inflight
+	tokens   map[string]*inflight // broker progress token -> call
+	seq      uint64
+}
+
+type inflight struct {
+	caller Caller
+	token  mcp.ProgressToken // the agent's own progress token, or nil
+}
+
+const (
+	minBackoff   = 250 * time.Millisecond
+	maxBackoff   = 30 * time.Second
+	syncInterval = 30 * time.Second
+	initTimeout  = 15 * time.Second
+)
+
+func newDownstream(spec Spec, p *Pool) *downstream {
+	return &downstream{
+		spec:     spec,
+		pool:     p,
+		log:      p.log.With("server", spec.Name),
+		resync:   make(chan struct{}, 1),
+		inflight: map[uint64]*inflight{},
+		tokens:   map[string]*inflight{},
+	}
+}
+
+// run connects and reconnects until ctx ends. firstDone is closed after the
+// first connection attempt, whatever its outcome.
+func (d *downstream) run(ctx context.Context, firstDone chan<- struct{}) {
+	backoff := minBackoff
+	first := true
+	for ctx.Err() == nil {
+		connCtx, cancel := context.WithCancel(ctx)
+		c, dead, err := d.connect(connCtx)
+		if err == nil {
+			err = d.sync(connCtx, c)
+			if err != nil {
+				_ = c.Close()
+			}
+		}
+		if first {
+			first = false
+			close(firstDone)
+		}
+		if err != nil {
+			cancel()
+			d.setDown(err)
+			d.log.Warn("downstream server unavailable", "err", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, maxBackoff)
+			continue
+		}
+		backoff = minBackoff
+		d.mu.Lock()
+		d.client, d.up, d.lastErr = c, true, nil
+		d.mu.Unlock()
+		d.log.Info("downstream server connected", "transport", d.spec.Transport, "protocol", c.ProtocolVersion())
+		d.pool.changed()
+
+		reason := d.watch(connCtx, c, dead)
+		d.setDown(reason)
+		d.pool.changed()
+		_ = c.Close()
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		d.log.Warn("downstream server lost; reconnecting", "reason", reason)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// watch blocks while the connection is healthy and returns why it ended.
+func (d *downstream) watch(ctx context.Context, c *client.Client, dead <-chan struct{}) error {
+	t := time.NewTicker(syncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-dead:
+			return errors.New("process exited")
+		case <-d.resync:
+		case <-t.C:
+		}
+		if err := d.sync(ctx, c); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("re-sync failed: %w", err)
+		}
+		d.pool.changed()
+	}
+}
+
+func (d *downstream) setDown(err error) {
+	d.mu.Lock()
+	d.client, d.up, d.lastErr = nil, false, err
+	d.mu.Unlock()
+	d.pool.setCatalog(d.spec.Name, nil)
+}
+
+// connect starts a client and runs the MCP handshake. dead is closed when a
+// stdio child exits; it is nil for other transports.
+func (d *downstream) connect(ctx context.Context) (*client.Client, <-chan struct{}, error) {
+	opts := []client.ClientOption{
+		client.WithElicitationHandler(d),
+		client.WithSamplingHandler(d),
+		client.WithRootsHandler(d),
+		client.WithDiscoverTimeout(3 * time.Second),
+	}
+	if d.spec.ProtocolVersion != "" {
+		opts = append(opts, client.WithProtocolVersion(d.spec.ProtocolVersion))
+	}
+	var (
+		t    transport.Interface
+		dead chan struct{}
+	)
+	switch d.spec.Transport {
+	case TransportStdio:
+		st, done, err := d.stdioTransport(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		t, dead = &tapStdio{tap: &tap{st}, inner: st}, done
+	case TransportStreamableHTTP:
+		h, err := transport.NewStreamableHTTP(d.spec.URL,
+			transport.WithHTTPBasicClient(d.pool.httpClient),
+			transport.WithHTTPHeaders(d.spec.Headers),
+			transport.WithHTTPLogger(d.log),
+		)
+		if err != nil {
+			return nil, nil, fmt.Errorf("streamable http transport: %w", err)
+		}
+		t = &tapHTTP{tap: &tap{h}, inner: h}
+	case TransportSSE:
+		s, err := transport.NewSSE(d.spec.URL,
+			transport.WithHeaders(d.spec.Headers),
+			transport.WithHTTPClient(d.pool.httpClient),
+		)
+		if err != nil {
+			return nil, nil, fmt.Errorf("sse transport: %w", err)
+		}
+		t = &tapSSE{tap: &tap{s}, inner: s}
+	case TransportInProcess:
+		d.pool.inprocMu.Lock() // mcp-go in-process session IDs are UnixNano: create serially
+		ip := transport.NewInProcessTransportWithOptions(d.spec.Server,
+			transport.WithElicitationHandler(d),
+			transport.WithSamplingHandler(d),
+			transport.WithRootsHandler(d),
+		)
+		time.Sleep(time.Microsecond)
+		d.pool.inprocMu.Unlock()
+		t = &tap{ip}
+	default:
+		return nil, nil, fmt.Errorf("transport %q: %w", d.spec.Transport, errors.ErrUnsupported)
+	}
+	c := client.NewClient(t, opts...)
+	if err := c.Start(ctx); err != nil {
+		return nil, nil, fmt.Errorf("start: %w", err)
+	}
+	c.OnNotification(d.onNotification)
+	ictx, cancel := context.WithTimeout(ctx, initTimeout)
+	defer cancel()
+	req := mcp.InitializeRequest{}
+	req.Params.ProtocolVersion = d.spec.ProtocolVersion
+	req.Params.ClientInfo = mcp.Implementation{Name: "mcpbroker", Version: d.pool.version}
+	req.Params.Capabilities = mcp.ClientCapabilities{
+		Elicitation: &mcp.ElicitationCapability{},
+		Roots: &struct {
+			ListChanged bool `json:"listChanged,omitempty"`
+		}{},
+		Sampling: &mcp.SamplingCapability{},
+	}
+	if _, err := c.Initialize(ictx, req); err != nil {
+		_ = c.Close()
+		return nil, nil, fmt.Errorf("initialize: %w", err)
+	}
+	return c, dead, nil
+}
+
+// stdioTransport prepares a child process with a lifecycle context (never a
+// request context: cancelling it kills the child), a minimal environment,
+// its own process group, and stderr captured line by line into the log.
+func (d *downstream) stdioTransport(ctx context.Context) (*transport.Stdio, chan struct{}, error) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	dead := make(chan struct{})
+	go func() {
+		defer close(dead)
+		defer pr.Close()
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			d.log.Info("downstream stderr", "line", sc.Text())
+		}
+	}()
+	env := childEnv(d.spec.Env)
+	st := transport.NewStdioWithOptions(d.spec.Command, nil, d.spec.Args,
+		transport.WithCommandFunc(func(ctx context.Context, command string, _ []string, args []string) (*exec.Cmd, error) {
+			cmd := exec.CommandContext(ctx, command, args...)
+			cmd.Env = env
+			cmd.Dir = d.spec.Dir
+			cmd.Stderr = pw
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			cmd.Cancel = func() error {
+				// The whole group: npx and friends start grandchildren.
+				return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			}
+			cmd.WaitDelay = 3 * time.Second
+			return cmd, nil
+		}),
+		transport.WithCommandLogger(d.log),
+	)
+	// The child holds the write end from here on; the read loop ends when
+	// every holder (the child and its descendants) has exited.
+	go func() {
+		<-ctx.Done()
+		_ = pw.Close()
+	}()
+	startErr := make(chan error, 1)
+	go func() { startErr <- st.Start(ctx) }()
+	select {
+	case err := <-startErr:
+		_ = pw.Close()
+		if err != nil {
+			return nil, nil, fmt.Errorf("spawn %s: %w", d.spec.Command, err)
+		}
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+	return st, dead, nil
+}
+
+// childEnv is the environment of a stdio child: a few variables programs
+// need to run, plus the configured ones. The broker's own environment (which
+// may hold tokens) is not inherited.
+func childEnv(extra map[string]string) []string {
+	var env []string
+	for _, k := range []string{"PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR", "TZ", "NODE_PATH", "GOCACHE", "GOPATH"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	for k, v := range extra {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+// sync fetches the server's catalog and hands it to the pool.
+func (d *downstream) sync(ctx context.Context, c *client.Client) error {
+	ctx, cancel := context.WithTimeout(ctx, initTimeout)
+	defer cancel()
+	caps := c.GetServerCapabilities()
+	cat := &serverCatalog{}
+	if caps.Tools != nil {
+		sink := &rawSink{method: string(mcp.MethodToolsList)}
+		if _, err := c.ListTools(withSink(ctx, sink), mcp.ListToolsRequest{}); err != nil {
+			return fmt.Errorf("tools/list: %w", err)
+		}
+		tools, err := parseTools(&d.spec, sink.pages)
+		if err != nil {
+			return err
+		}
+		cat.tools = tools
+	}
+	if caps.Resources != nil {
+		res, err := c.ListResources(ctx, mcp.ListResourcesRequest{})
+		if err != nil {
+			return fmt.Errorf("resources/list: %w", err)
+		}
+		for _, r := range res.Resources {
+			cat.resources = append(cat.resources, Resource{Server: d.spec.Name, Def: r})
+		}
+		tres, err := c.ListResourceTemplates(ctx, mcp.ListResourceTemplatesRequest{})
+		if err != nil {
+			d.log.Debug("resources/templates/list failed", "err", err)
+		} else {
+			for _, r := range tres.ResourceTemplates {
+				cat.templates = append(cat.templates, Template{Server: d.spec.Name, Def: r})
+			}
+		}
+	}
+	if caps.Prompts != nil {
+		res, err := c.ListPrompts(ctx, mcp.ListPromptsRequest{})
+		if err != nil {
+			return fmt.Errorf("prompts/list: %w", err)
+		}
+		for _, p := range res.Prompts {
+			name := p.Name
+			p.Name = d.spec.Prefix + name
+			cat.prompts = append(cat.prompts, Prompt{Server: d.spec.Name, Name: name, Exposed: p.Name, Def: p})
+		}
+	}
+	d.pool.setCatalog(d.spec.Name, cat)
+	return nil
+}
+
+// current returns the connected client or ErrUnavailable.
+func (d *downstream) current() (*client.Client, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if !d.up || d.client == nil {
+		if d.lastErr != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, d.spec.Name, d.lastErr)
+		}
+		return nil, fmt.Errorf("%w: %s", ErrUnavailable, d.spec.Name)
+	}
+	return d.client, nil
+}
+
+// begin registers an in-flight call and returns the broker's progress
+// token for it (nil if the agent asked for no progress) and a release func.
+func (d *downstream) begin(ctx context.Context, agentToken mcp.ProgressToken) (mcp.ProgressToken, func()) {
+	c, _ := callerFrom(ctx)
+	d.mu.Lock()
+	d.seq++
+	id := d.seq
+	f := &inflight{caller: c, token: agentToken}
+	d.inflight[id] = f
+	var tok mcp.ProgressToken
+	key := ""
+	if agentToken != nil {
+		key = fmt.Sprintf("mcpb-%s-%d", d.pool.instance, id)
+		d.tokens[key] = f
+		tok = key
+	}
+	d.mu.Unlock()
+	return tok, func() {
+		d.mu.Lock()
+		delete(d.inflight, id)
+		if key != "" {
+			delete(d.tokens, key)
+		}
+		d.mu.Unlock()
+	}
+}
+
+// callerFor finds the agent a server-initiated request belongs to: the call
+// whose context carried it (streamable HTTP, in-process, MRTR), or else the
+// only call in flight on this server. With several calls in flight and no
+// context there is no safe answer, and the request is refused rather than
+// shown to the wrong agent.
+func (d *downstream) callerFor(ctx context.Context) (Caller, error) {
+	if c, ok := callerFrom(ctx); ok {
+		return c, nil
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	var only Caller
+	n := 0
+	for _, f := range d.inflight {
+		if f.caller != nil {
+			only = f.caller
+			n++
+		}
+	}
+	if n == 1 {
+		return only, nil
+	}
+	return nil, fmt.Errorf("%w: %d calls in flight on %s", ErrNoCaller, n, d.spec.Name)
+}
+
+func (d *downstream) Elicit(ctx context.Context, req mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
+	c, err := d.callerFor(ctx)
+	if err != nil {
+		d.log.Warn("elicitation from downstream refused", "err", err)
+		return nil, err
+	}
+	return c.Elicit(ctx, req)
+}
+
+func (d *downstream) CreateMessage(ctx context.Context, req mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+	c, err := d.callerFor(ctx)
+	if err != nil {
+		d.log.Warn("sampling request from downstream refused", "err", err)
+		return nil, err
+	}
+	return c.CreateMessage(ctx, req)
+}
+
+func (d *downstream) ListRoots(ctx context.Context, req mcp.ListRootsRequest) (*mcp.ListRootsResult, error) {
+	c, err := d.callerFor(ctx)
+	if err != nil {
+		d.log.Debug("roots request from downstream refused", "err", err)
+		return nil, err
+	}
+	return c.ListRoots(ctx, req)
+}
+
+// onNotification runs on the transport's reader goroutine: it must not
+// block (notes/mcp-go.md pitfall 12). Caller.Notify is non-blocking.
+func (d *downstream) onNotification(n mcp.JSONRPCNotification) {
+	switch n.Method {
+	case string(mcp.MethodNotificationProgress):
+		params := n.Params.AdditionalFields
+		key := fmt.Sprint(params["progressToken"])
+		d.mu.RLock()
+		f := d.tokens[key]
+		d.mu.RUnlock()
+		if f == nil || f.caller == nil {
+			return
+		}
+		out := make(map[string]any, len(params))
+		for k, v := range params {
+			out[k] = v
+		}
+		out["progressToken"] = f.token
+		f.caller.Notify(n.Method, out)
+	case "notifications/message":
+		if c, err := d.callerFor(context.Background()); err == nil {
+			c.Notify(n.Method, n.Params.AdditionalFields)
+			return
+		}
+		d.log.Info("downstream log message", "params", n.Params.AdditionalFields)
+	case string(mcp.MethodNotificationToolsListChanged),
+		string(mcp.MethodNotificationResourcesListChanged),
+		string(mcp.MethodNotificationPromptsListChanged):
+		select {
+		case d.resync <- struct{}{}:
+		default:
+		}
+	default:
+		d.log.Debug("downstream notification ignored", "method", n.Method)
+	}
+}
+
+// isTransportError tells a dead connection from an error the server
+// returned.
+func isTransportError(err error) bool {
+	if err == nil {
+		return false
+	}
+	var te *transport.Error
+	if errors.As(err, &te) {
+		return true
+	}
+	s := err.Error()
+	return strings.Contains(s, "transport closed") || strings.Contains(s, "connection refused") ||
+		strings.Contains(s, "EOF") || strings.Contains(s, "broken pipe")
+}
+
+func newHTTPClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 256
+	t.MaxIdleConnsPerHost = 64
+	t.IdleConnTimeout = 90 * time.Second
+	// No Client.Timeout: it would also cut long SSE streams. Calls carry
+	// context deadlines instead.
+	return &http.Client{Transport: t}
+}
+
+// rawResult re-encodes v; used to keep results whole across the hop.
+func rawResult(v any) json.RawMessage {
+	b, _ := json.Marshal(v)
+	return b
+}
