@@ -204,6 +204,9 @@ func TestRecordRejectsInvalid(t *testing.T) {
 	if n, _ := s.LedgerLen(); n != 0 {
 		t.Fatalf("invalid events were written: %d", n)
 	}
+	if n, err := Verify(s); n != 0 || err != nil {
+		t.Fatalf("Verify(empty) = %d, %v", n, err)
+	}
 }
 
 func TestRecordConcurrent(t *testing.T) {
