@@ -75,7 +75,7 @@ type Broker struct {
 	listenAddr     string
 	allowedOrigins []string
 
-	catMu                               sync.Mutex
+	catMu                                 sync.Mutex
 	lastTools, lastResources, lastPrompts string
 
 	listener net.Listener

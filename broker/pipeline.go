@@ -297,4 +297,3 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "…"
 }
-

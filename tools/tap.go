@@ -66,7 +66,7 @@ type tapSSE struct {
 	inner *transport.SSE
 }
 
-func (t *tapSSE) SetProtocolVersion(v string)                 { t.inner.SetProtocolVersion(v) }
+func (t *tapSSE) SetProtocolVersion(v string)                { t.inner.SetProtocolVersion(v) }
 func (t *tapSSE) SetConnectionLostHandler(h func(err error)) { t.inner.SetConnectionLostHandler(h) }
 
 var (
