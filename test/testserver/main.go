@@ -16,7 +16,7 @@
 //
 //	started name=NAME transport=stdio|http pid=PID
 //	call TOOL REQUEST-ID
-//	progress REQUEST-ID STEP/STEPS
+//	progress REQUEST-ID STEP/STEPS  (progress-failed ... ERR if mcp-go refused to send it)
 //	cancelled REQUEST-ID          (slow or hang saw its ctx end; REQUEST-ID is the downstream JSON-RPC id)
 //	crash REQUEST-ID              (just before exiting with status 3)
 //	stopped name=NAME

@@ -249,13 +249,17 @@ func (ts *tools) slow(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallTo
 		// returning: mcp-go v1.2.1 usually drops a notification sent right
 		// before the response on streamable HTTP (notes §6).
 		if i <= steps && token != nil && srv != nil {
-			_ = srv.SendNotificationToClient(ctx, "notifications/progress", map[string]any{
+			err := srv.SendNotificationToClient(ctx, "notifications/progress", map[string]any{
 				"progressToken": token,
 				"progress":      i,
 				"total":         steps,
 				"message":       fmt.Sprintf("step %d/%d", i, steps),
 			})
-			ts.events.Log("progress %s %d/%d", id, i, steps)
+			if err != nil {
+				ts.events.Log("progress-failed %s %d/%d %v", id, i, steps, err)
+			} else {
+				ts.events.Log("progress %s %d/%d", id, i, steps)
+			}
 		}
 		timer.Reset(pause)
 		select {
