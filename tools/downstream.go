@@ -197,7 +197,7 @@ func (d *downstream) connect(ctx context.Context) (*client.Client, <-chan struct
 		)
 		time.Sleep(time.Microsecond)
 		d.pool.inprocMu.Unlock()
-		t = &tap{ip}
+		t = &tapInProcess{&tap{ip}}
 	default:
 		return nil, nil, fmt.Errorf("transport %q: %w", d.spec.Transport, errors.ErrUnsupported)
 	}

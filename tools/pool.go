@@ -211,7 +211,28 @@ func (p *Pool) CallTool(ctx context.Context, t *Tool, args []byte, meta *mcp.Met
 		d.kick()
 		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, t.Server, err)
 	}
+	if res != nil {
+		cleanResult(&res.Result)
+	}
 	return res, err
+}
+
+// cleanResult removes what belongs to the downstream hop rather than to the
+// answer: protocol-level _meta (the downstream's serverInfo, protocol
+// version) and the result type, which the face sets for the agent's own era.
+func cleanResult(r *mcp.Result) {
+	r.ResultType = ""
+	if r.Meta == nil {
+		return
+	}
+	for k := range r.Meta.AdditionalFields {
+		if strings.HasPrefix(k, "io.modelcontextprotocol/") {
+			delete(r.Meta.AdditionalFields, k)
+		}
+	}
+	if r.Meta.ProgressToken == nil && len(r.Meta.AdditionalFields) == 0 {
+		r.Meta = nil
+	}
 }
 
 // ReadResource forwards resources/read to server.
@@ -265,6 +286,9 @@ func (p *Pool) GetPrompt(ctx context.Context, pr *Prompt, args map[string]string
 	if err != nil && isTransportError(err) && ctx.Err() == nil {
 		d.kick()
 		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, pr.Server, err)
+	}
+	if res != nil {
+		cleanResult(&res.Result)
 	}
 	return res, err
 }

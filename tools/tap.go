@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/mcp"
 )
 
 // tap wraps a client transport to capture the raw result bytes of chosen
@@ -75,3 +76,35 @@ var (
 	_ transport.HTTPConnection         = (*tapHTTP)(nil)
 	_ transport.HTTPConnection         = (*tapSSE)(nil)
 )
+
+// tapInProcess is the tap for in-process servers. Their handlers run on the
+// caller's goroutine with the caller's context, and mcp-go keeps request
+// state (protocol era, HTTP headers, session) in context values: passed
+// through, the agent-facing server's values would be read by the
+// downstream server as its own. So only cancellation, deadline and this
+// package's keys cross.
+type tapInProcess struct {
+	*tap
+}
+
+func (t *tapInProcess) SendRequest(ctx context.Context, req transport.JSONRPCRequest) (*transport.JSONRPCResponse, error) {
+	return t.tap.SendRequest(isolate(ctx), req)
+}
+
+func (t *tapInProcess) SendNotification(ctx context.Context, n mcp.JSONRPCNotification) error {
+	return t.tap.Interface.SendNotification(isolate(ctx), n)
+}
+
+type isolated struct {
+	context.Context // for Deadline, Done, Err
+}
+
+func isolate(ctx context.Context) context.Context { return isolated{ctx} }
+
+func (c isolated) Value(key any) any {
+	switch key.(type) {
+	case callerKey, sinkKey:
+		return c.Context.Value(key)
+	}
+	return nil
+}
