@@ -1,0 +1,97 @@
+package broker
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseConfigStrict(t *testing.T) {
+	_, err := ParseConfig("c.yaml", []byte("listen: 127.0.0.1:1\nlisten_port: 3\n"))
+	if err == nil || !strings.Contains(err.Error(), "line 2") || !strings.Contains(err.Error(), "listen_port") {
+		t.Fatalf("unknown key: %v", err)
+	}
+	_, err = ParseConfig("c.yaml", []byte("call_timeout: 5\n"))
+	if err == nil || !strings.Contains(err.Error(), "line 1") {
+		t.Fatalf("bad duration: %v", err)
+	}
+}
+
+func TestValidateReportsEverything(t *testing.T) {
+	c, err := ParseConfig("c.yaml", []byte(`
+listen: 0.0.0.0:7420
+identity:
+  mode: dev
+  default_agent: not-a-spiffe-id
+  tokens:
+    - agent: spiffe://d/agent/a
+      initiator: alice
+servers:
+  - name: Bad Name
+    transport: stdio
+  - name: web
+    transport: streamable-http
+    url: ftp://x
+    headers:
+      Authorization: {}
+  - name: web
+    transport: carrier-pigeon
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Validate()
+	if err == nil {
+		t.Fatal("invalid config accepted")
+	}
+	for _, want := range []string{
+		"policies: required",
+		"refusing to listen",
+		"default_agent",
+		"default_initiator",
+		"exactly one of token_env or token_file",
+		"servers[0]",
+		"command: required",
+		"url",
+		"headers[Authorization]",
+		"duplicate of servers[1]",
+		"carrier-pigeon",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+}
+
+func TestValidDefaultsAndPrefix(t *testing.T) {
+	c, err := ParseConfig("c.yaml", []byte(`
+policies: ./p
+servers:
+  - {name: a, transport: stdio, command: x}
+  - {name: b, transport: sse, url: "http://127.0.0.1:1/sse", prefix: ""}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Servers[0].ToolPrefix() != "a__" || c.Servers[1].ToolPrefix() != "" {
+		t.Errorf("prefixes %q %q", c.Servers[0].ToolPrefix(), c.Servers[1].ToolPrefix())
+	}
+	if c.MaxBodyBytes != 4<<20 || c.Listen != "127.0.0.1:7420" {
+		t.Errorf("defaults not applied: %+v", c)
+	}
+	d := DemoConfig()
+	if err := d.Validate(); err != nil {
+		t.Errorf("demo config invalid: %v", err)
+	}
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	s := Secret("hunter2")
+	for _, out := range []string{s.String(), s.GoString()} {
+		if strings.Contains(out, "hunter2") {
+			t.Fatal("secret printed")
+		}
+	}
+}

@@ -1,0 +1,117 @@
+package tools
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func TestCanonicalizeGolden(t *testing.T) {
+	// The canonical bytes are hashed into the audit trail and approvals:
+	// they must never drift. Each line of testdata/canonical.txt is
+	// "input<TAB>canonical".
+	inputs := []string{
+		`{}`,
+		``,
+		`null`,
+		`{"b":1,"a":2}`,
+		`{ "z" : [ 3, 2, 1 ], "a": {"y": true, "x": null} }`,
+		`{"amount": 12345678901234567890}`,
+		`{"n": 1.50, "e": 1e3, "neg": -0}`,
+		`{"s": "caf\u00e9 <b> & \"q\""}`,
+		`{"path": "/workspace/../etc/passwd"}`,
+	}
+	var b strings.Builder
+	for _, in := range inputs {
+		a, err := Canonicalize([]byte(in))
+		if err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		b.WriteString(in + "\t" + string(a.Canonical) + "\n")
+	}
+	path := filepath.Join("testdata", "canonical.golden")
+	if *update {
+		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create)", err)
+	}
+	if b.String() != string(want) {
+		t.Errorf("canonical bytes drifted:\n got:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
+func TestCanonicalizeRejects(t *testing.T) {
+	for name, in := range map[string]string{
+		"array":    `[1,2]`,
+		"string":   `"x"`,
+		"number":   `3`,
+		"broken":   `{"a":`,
+		"trailing": `{"a":1} {"b":2}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := Canonicalize([]byte(in)); !errors.Is(err, ErrBadArguments) {
+				t.Errorf("err = %v, want ErrBadArguments", err)
+			}
+		})
+	}
+}
+
+func TestCanonicalizeFields(t *testing.T) {
+	cases := []struct {
+		name string
+		in   string
+		want map[string]any
+	}{
+		{"path traversal cleaned", `{"path":"/workspace/../etc/passwd"}`, map[string]any{"path": "/etc/passwd"}},
+		{"relative path cannot climb", `{"path":"../../x"}`, map[string]any{"path": "x"}},
+		{"url host lower-cased, default port and userinfo dropped", `{"url":"HTTPS://User:pw@Example.COM:443/a/./b"}`,
+			map[string]any{"url": "https://example.com/a/b", "host": "example.com"}},
+		{"host trailing dot", `{"host":"Example.org."}`, map[string]any{"host": "example.org"}},
+		{"integer amount", `{"amount": 2500, "currency": " eur"}`, map[string]any{"amount": int64(2500), "currency": "EUR"}},
+		{"fractional amount is not an amount", `{"amount": 25.5}`, map[string]any{}},
+		{"amount as string is not an amount", `{"amount": "25"}`, map[string]any{}},
+		{"strings", `{"recipient":"bob","name":"n","account":"a","command":"ls","other":"x"}`,
+			map[string]any{"recipient": "bob", "name": "n", "account": "a", "command": "ls"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := Canonicalize([]byte(tc.in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(a.Fields, tc.want) {
+				t.Errorf("fields = %#v, want %#v", a.Fields, tc.want)
+			}
+		})
+	}
+}
+
+func FuzzCanonicalize(f *testing.F) {
+	for _, s := range []string{`{}`, `{"a":[1,{"b":null}]}`, `{"path":"/a/../b","amount":1}`, `[`, `{"url":"http://x"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a, err := Canonicalize(b)
+		if err != nil {
+			return
+		}
+		// Canonical form is a fixed point.
+		again, err := Canonicalize(a.Canonical)
+		if err != nil {
+			t.Fatalf("canonical form does not parse: %q: %v", a.Canonical, err)
+		}
+		if string(again.Canonical) != string(a.Canonical) {
+			t.Fatalf("not idempotent: %q -> %q", a.Canonical, again.Canonical)
+		}
+	})
+}
