@@ -314,6 +314,10 @@ func (b *Broker) serveStdio(ctx context.Context) error {
 	stdio := server.NewStdioServer(b.mcp)
 	stdio.SetContextFunc(func(ctx context.Context) context.Context { return agents.WithIdentity(ctx, def) })
 	stdio.SetErrorLogger(slog.NewLogLogger(b.log.Handler(), slog.LevelWarn))
+	// mcp-go's default of 5 workers lets a few slow calls queue the rest,
+	// and a full queue stalls the reader, elicitation answers included.
+	server.WithWorkerPoolSize(64)(stdio)
+	server.WithQueueSize(1000)(stdio)
 	if b.opts.Ready != nil {
 		b.opts.Ready("")
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -192,13 +193,43 @@ func DemoConfig() Config {
 func (c Config) IsDemo() bool { return c.demo }
 
 // LoadConfig decodes YAML strictly over Defaults: an unknown key is an
-// error naming its line. It does not validate; call Validate.
+// error naming its line. Relative paths in the file (data_dir, policies,
+// a server's dir, and a command or token/header file containing a slash)
+// are taken relative to the file's directory. It does not validate; call
+// Validate.
 func LoadConfig(path string) (Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("read config: %w", err)
 	}
-	return ParseConfig(path, b)
+	c, err := ParseConfig(path, b)
+	if err != nil {
+		return c, err
+	}
+	base := filepath.Dir(path)
+	rel := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(base, p)
+	}
+	c.DataDir = rel(c.DataDir)
+	c.Policies = rel(c.Policies)
+	for i := range c.Identity.Tokens {
+		c.Identity.Tokens[i].TokenFile = rel(c.Identity.Tokens[i].TokenFile)
+	}
+	for i := range c.Servers {
+		s := &c.Servers[i]
+		s.Dir = rel(s.Dir)
+		if strings.Contains(s.Command, "/") {
+			s.Command = rel(s.Command)
+		}
+		for k, h := range s.Headers {
+			h.File = rel(h.File)
+			s.Headers[k] = h
+		}
+	}
+	return c, nil
 }
 
 // ParseConfig is LoadConfig on bytes; name is used in messages.
