@@ -69,6 +69,7 @@ type Broker struct {
 	sessions *agents.Sessions
 	pool     *tools.Pool
 	mcp      *server.MCPServer
+	relay    *relay
 
 	maxBody        int64
 	callTimeout    time.Duration
@@ -136,6 +137,7 @@ func New(cfg Config, opts Options) (b *Broker, err error) {
 		return nil, err
 	}
 	b.sessions = agents.NewSessions(time.Hour, nil)
+	b.relay = newRelay()
 
 	specs, err := b.specs()
 	if err != nil {
@@ -207,6 +209,9 @@ func (b *Broker) specs() ([]tools.Spec, error) {
 		if s.InProcess() != "" {
 			if demos == nil {
 				demos = demo.Servers()
+				for k, v := range b.cfg.inProcess {
+					demos[k] = v
+				}
 			}
 			sp.Server = demos[s.InProcess()]
 			if sp.Server == nil {

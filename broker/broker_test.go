@@ -197,3 +197,12 @@ func listLive(t *testing.T, dir string, f audit.Filter) []audit.Entry {
 }
 
 var _ = store.ErrLocked
+
+type slogLogger = slog.Logger
+
+func newSlog(w io.Writer) *slog.Logger {
+	if w == nil {
+		w = io.Discard
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -21,23 +22,39 @@ var errNoCapability = errors.New("the agent did not declare this capability")
 // call. It holds the agent's request context, which carries its MCP
 // session.
 type upstream struct {
-	b   *Broker
+	b *Broker
+	c *call
+
+	mu  sync.Mutex
 	ctx context.Context
-	c   *call
 }
 
 func (b *Broker) newCaller(ctx context.Context, c *call) tools.Caller {
 	return &upstream{b: b, ctx: ctx, c: c}
 }
 
+// current is the agent request context relays go to.
+func (u *upstream) current() context.Context {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.ctx
+}
+
+func (u *upstream) setCtx(ctx context.Context) {
+	u.mu.Lock()
+	u.ctx = ctx
+	u.mu.Unlock()
+}
+
 func (u *upstream) caps() (mcp.ClientCapabilities, bool) {
-	if info := server.RequestProtocolInfoFromContext(u.ctx); info != nil && info.Modern {
+	ctx := u.current()
+	if info := server.RequestProtocolInfoFromContext(ctx); info != nil && info.Modern {
 		if info.ClientCapabilities == nil {
 			return mcp.ClientCapabilities{}, false
 		}
 		return *info.ClientCapabilities, true
 	}
-	if s, ok := server.ClientSessionFromContext(u.ctx).(server.SessionWithClientInfo); ok {
+	if s, ok := server.ClientSessionFromContext(ctx).(server.SessionWithClientInfo); ok {
 		return s.GetClientCapabilities(), true
 	}
 	return mcp.ClientCapabilities{}, false
@@ -47,7 +64,7 @@ func (u *upstream) relayed(method string, err error) {
 	log := u.b.log.With("call_id", u.c.id, "method", method, "server", u.c.target.Server, "agent", u.c.identity.Agent)
 	if err != nil {
 		log.Warn("downstream request not relayed to the agent", "err", err)
-		u.b.record(u.ctx, audit.Event{Type: audit.RequestRejected, CallID: u.c.id, Session: u.c.session,
+		u.b.record(u.current(), audit.Event{Type: audit.RequestRejected, CallID: u.c.id, Session: u.c.session,
 			Agent: u.c.identity.Agent, Initiator: u.c.identity.Initiator, Tenant: u.c.identity.Tenant,
 			Method: method, Server: u.c.target.Server, Target: u.c.target.Exposed, Detail: truncate(err.Error(), 200)})
 		return
@@ -62,7 +79,9 @@ func (u *upstream) Elicit(ctx context.Context, req mcp.ElicitationRequest) (*mcp
 		u.relayed("elicitation/create", err)
 		return nil, err
 	}
-	res, err := u.b.mcp.RequestElicitation(u.ctx, req)
+	// The human answering must know which server asks, not just "mcpbroker".
+	req.Params.Message = originMessage(u.c.target.Server, req.Params.Message)
+	res, err := u.b.mcp.RequestElicitation(u.current(), req)
 	u.relayed("elicitation/create", err)
 	return res, err
 }
@@ -74,7 +93,7 @@ func (u *upstream) CreateMessage(ctx context.Context, req mcp.CreateMessageReque
 		u.relayed("sampling/createMessage", err)
 		return nil, err
 	}
-	res, err := u.b.mcp.RequestSampling(u.ctx, req)
+	res, err := u.b.mcp.RequestSampling(u.current(), req)
 	u.relayed("sampling/createMessage", err)
 	return res, err
 }
@@ -84,7 +103,7 @@ func (u *upstream) ListRoots(ctx context.Context, req mcp.ListRootsRequest) (*mc
 	if !ok || caps.Roots == nil {
 		return nil, fmt.Errorf("roots/list: %w", errNoCapability)
 	}
-	res, err := u.b.mcp.RequestRoots(u.ctx, req)
+	res, err := u.b.mcp.RequestRoots(u.current(), req)
 	u.relayed("roots/list", err)
 	return res, err
 }
@@ -93,7 +112,11 @@ func (u *upstream) ListRoots(ctx context.Context, req mcp.ListRootsRequest) (*mc
 // non-blocking (a full session queue drops), so this never stalls the
 // downstream reader.
 func (u *upstream) Notify(method string, params map[string]any) {
-	if err := u.b.mcp.SendNotificationToClient(u.ctx, method, params); err != nil {
+	if err := u.b.mcp.SendNotificationToClient(u.current(), method, params); err != nil {
 		u.b.log.Debug("notification to agent dropped", "call_id", u.c.id, "method", method, "err", err)
 	}
+}
+
+func originMessage(server, msg string) string {
+	return fmt.Sprintf("[%s, via mcpbroker] %s", server, msg)
 }

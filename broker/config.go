@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mark3labs/mcp-go/server"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.yaml.in/yaml/v3"
 )
@@ -46,6 +47,8 @@ type Config struct {
 	// demo marks the built-in demo configuration: in-process demo servers
 	// and the embedded demo policies. Set only by DemoConfig.
 	demo bool
+	// inProcess supplies in-process servers by name (tests only).
+	inProcess map[string]*server.MCPServer
 }
 
 // IdentityConfig says how agents authenticate.

@@ -198,6 +198,9 @@ func (b *Broker) toolHandler(t tools.Tool) server.ToolHandlerFunc {
 		RiskTags: t.RiskTags,
 	}
 	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		if req.Params.RequestState != "" || len(req.Params.InputResponses) > 0 {
+			return b.resumeParked(ctx, req)
+		}
 		raw := req.Params.RawArguments
 		if raw == nil && req.Params.Arguments != nil {
 			raw, _ = json.Marshal(req.Params.Arguments)
@@ -206,29 +209,37 @@ func (b *Broker) toolHandler(t tools.Tool) server.ToolHandlerFunc {
 		if reason != "" {
 			return refusal(reason, c.id), nil
 		}
+		if server.IsModernRequest(ctx) {
+			return b.forwardParked(ctx, c, &t, raw, req.Params.Meta)
+		}
 		fctx, cancel := context.WithTimeout(ctx, b.callTimeout)
 		defer cancel()
 		fctx = tools.WithCaller(fctx, b.newCaller(ctx, c))
 		res, err := b.pool.CallTool(fctx, &t, raw, req.Params.Meta)
-		if err != nil {
-			status, class := classify(fctx, err)
-			b.log.Warn("forwarded call failed", "call_id", c.id, "tool", t.Exposed, "server", t.Server, "class", class, "err", err)
-			if rerr := b.complete(ctx, c, status, class, truncate(err.Error(), 200)); rerr != nil {
-				return refusal(ReasonInternal, c.id), nil
-			}
-			return refusal(class, c.id), nil
-		}
-		status := audit.StatusOK
-		if res.IsError {
-			status = audit.StatusToolError
-		}
-		if err := b.complete(ctx, c, status, "", ""); err != nil {
-			return refusal(ReasonInternal, c.id), nil
-		}
-		b.log.Info("tool call forwarded", "call_id", c.id, "tool", t.Exposed, "agent", c.identity.Agent, "status", status,
-			"latency_ms", time.Since(c.start).Milliseconds())
-		return res, nil
+		return b.finish(fctx, c, res, err), nil
 	}
+}
+
+// finish records a forwarded call's outcome and shapes what the agent gets.
+func (b *Broker) finish(ctx context.Context, c *call, res *mcp.CallToolResult, err error) *mcp.CallToolResult {
+	if err != nil {
+		status, class := classify(ctx, err)
+		b.log.Warn("forwarded call failed", "call_id", c.id, "tool", c.target.Exposed, "server", c.target.Server, "class", class, "err", err)
+		if rerr := b.complete(ctx, c, status, class, truncate(err.Error(), 200)); rerr != nil {
+			return refusal(ReasonInternal, c.id)
+		}
+		return refusal(class, c.id)
+	}
+	status := audit.StatusOK
+	if res.IsError {
+		status = audit.StatusToolError
+	}
+	if err := b.complete(ctx, c, status, "", ""); err != nil {
+		return refusal(ReasonInternal, c.id)
+	}
+	b.log.Info("tool call forwarded", "call_id", c.id, "tool", c.target.Exposed, "agent", c.identity.Agent, "status", status,
+		"latency_ms", time.Since(c.start).Milliseconds())
+	return res
 }
 
 // resourceHandler is the pipeline for resources/read of one server.

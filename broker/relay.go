@@ -1,0 +1,324 @@
+package broker
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/mcpbroker/mcpbroker/agents"
+	"github.com/mcpbroker/mcpbroker/broker/audit"
+	"github.com/mcpbroker/mcpbroker/tools"
+)
+
+// A 2026-07-28 agent cannot receive server-initiated requests: the
+// downstream's elicitation, sampling or roots request must travel as an
+// input_required result (MRTR) that the agent answers in a retry of its
+// tools/call. The downstream call cannot wait inside that first request,
+// so the broker parks it: it keeps running in its own goroutine, the
+// request it sent back is handed to the agent as input_required with a
+// sealed requestState, and the agent's retry delivers the answer and waits
+// for the next request or the result. Parked calls live in memory, bound to
+// the identity that made them; the state is HMAC-sealed, expires, and is
+// single-use.
+
+var (
+	errStateInvalid = errors.New("requestState is not valid")
+	errStateExpired = errors.New("requestState has expired")
+	errNotParked    = errors.New("no parked call for this requestState")
+)
+
+// parked is one downstream call waiting on its agent.
+type parked struct {
+	id      string
+	who     string // identity key
+	c       *call
+	asks    chan *ask
+	done    chan outcome
+	cancel  context.CancelFunc
+	expires time.Time
+
+	caller  *parkCaller // relays go to the agent's latest request
+
+	mu      sync.Mutex
+	pending *ask
+	caps    mcp.ClientCapabilities
+}
+
+type outcome struct {
+	res *mcp.CallToolResult
+	err error
+}
+
+// ask is one request from the downstream, waiting for the agent's answer.
+type ask struct {
+	key    string
+	req    mcp.InputRequest
+	answer chan mcp.InputResponse
+}
+
+type relay struct {
+	key []byte
+	mu  sync.Mutex
+	m   map[string]*parked
+	n   uint64
+}
+
+func newRelay() *relay {
+	k := make([]byte, 32)
+	_, _ = rand.Read(k)
+	return &relay{key: k, m: map[string]*parked{}}
+}
+
+type sealedState struct {
+	P   string `json:"p"`
+	Who string `json:"w"`
+	Ask string `json:"a"`
+	Exp int64  `json:"e"`
+}
+
+func (r *relay) seal(p *parked, a *ask) string {
+	who := sha256.Sum256([]byte(p.who))
+	b, _ := json.Marshal(sealedState{P: p.id, Who: base64.RawURLEncoding.EncodeToString(who[:]), Ask: a.key, Exp: p.expires.Unix()})
+	m := hmac.New(sha256.New, r.key)
+	m.Write(b)
+	return "mcpb1." + base64.RawURLEncoding.EncodeToString(b) + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+func (r *relay) open(state string, id agents.Identity, now time.Time) (*parked, string, error) {
+	parts := strings.Split(state, ".")
+	if len(parts) != 3 || parts[0] != "mcpb1" {
+		return nil, "", errStateInvalid
+	}
+	body, err1 := base64.RawURLEncoding.DecodeString(parts[1])
+	mac, err2 := base64.RawURLEncoding.DecodeString(parts[2])
+	if err1 != nil || err2 != nil {
+		return nil, "", errStateInvalid
+	}
+	m := hmac.New(sha256.New, r.key)
+	m.Write(body)
+	if !hmac.Equal(m.Sum(nil), mac) {
+		return nil, "", errStateInvalid
+	}
+	var s sealedState
+	if err := json.Unmarshal(body, &s); err != nil {
+		return nil, "", errStateInvalid
+	}
+	who := sha256.Sum256([]byte(id.Key()))
+	if s.Who != base64.RawURLEncoding.EncodeToString(who[:]) {
+		return nil, "", fmt.Errorf("%w: bound to another identity", errStateInvalid)
+	}
+	if now.Unix() > s.Exp {
+		return nil, "", errStateExpired
+	}
+	r.mu.Lock()
+	p := r.m[s.P]
+	r.mu.Unlock()
+	if p == nil {
+		return nil, "", errNotParked
+	}
+	return p, s.Ask, nil
+}
+
+func (r *relay) add(p *parked) {
+	r.mu.Lock()
+	r.n++
+	p.id = fmt.Sprintf("%s-%d", p.c.id, r.n)
+	r.m[p.id] = p
+	r.mu.Unlock()
+}
+
+func (r *relay) remove(p *parked) {
+	r.mu.Lock()
+	delete(r.m, p.id)
+	r.mu.Unlock()
+}
+
+// parkCaller is the tools.Caller of a call made by a 2026-07-28 agent.
+type parkCaller struct {
+	*upstream
+	p *parked
+}
+
+func (pc *parkCaller) put(ctx context.Context, method string, req mcp.InputRequest) (mcp.InputResponse, error) {
+	a := &ask{req: req, answer: make(chan mcp.InputResponse, 1)}
+	select {
+	case pc.p.asks <- a:
+	case <-ctx.Done():
+		return mcp.InputResponse{}, ctx.Err()
+	}
+	select {
+	case resp := <-a.answer:
+		pc.relayed(method, nil)
+		return resp, nil
+	case <-ctx.Done():
+		pc.relayed(method, ctx.Err())
+		return mcp.InputResponse{}, ctx.Err()
+	}
+}
+
+func (pc *parkCaller) Elicit(ctx context.Context, req mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
+	if pc.p.caps.Elicitation == nil {
+		err := fmt.Errorf("elicitation/create: %w", errNoCapability)
+		pc.relayed("elicitation/create", err)
+		return nil, err
+	}
+	params := req.Params
+	params.Message = originMessage(pc.c.target.Server, params.Message)
+	resp, err := pc.put(ctx, "elicitation/create", mcp.NewElicitationInputRequest(params))
+	if err != nil {
+		return nil, err
+	}
+	if resp.Elicitation == nil {
+		return nil, errors.New("the agent's answer is not an elicitation result")
+	}
+	return resp.Elicitation, nil
+}
+
+func (pc *parkCaller) CreateMessage(ctx context.Context, req mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+	if pc.p.caps.Sampling == nil {
+		err := fmt.Errorf("sampling/createMessage: %w", errNoCapability)
+		pc.relayed("sampling/createMessage", err)
+		return nil, err
+	}
+	resp, err := pc.put(ctx, "sampling/createMessage", mcp.NewSamplingInputRequest(req.CreateMessageParams))
+	if err != nil {
+		return nil, err
+	}
+	if resp.Sampling == nil {
+		return nil, errors.New("the agent's answer is not a sampling result")
+	}
+	return resp.Sampling, nil
+}
+
+func (pc *parkCaller) ListRoots(ctx context.Context, req mcp.ListRootsRequest) (*mcp.ListRootsResult, error) {
+	if pc.p.caps.Roots == nil {
+		return nil, fmt.Errorf("roots/list: %w", errNoCapability)
+	}
+	resp, err := pc.put(ctx, "roots/list", mcp.NewRootsInputRequest())
+	if err != nil {
+		return nil, err
+	}
+	if resp.Roots == nil {
+		return nil, errors.New("the agent's answer is not a roots result")
+	}
+	return resp.Roots, nil
+}
+
+// forwardParked starts t's downstream call detached from the agent's
+// request, so that it can outlive an input_required round trip, and waits
+// for its first request or its result.
+func (b *Broker) forwardParked(ctx context.Context, c *call, t *tools.Tool, raw []byte, meta *mcp.Meta) (*mcp.CallToolResult, error) {
+	p := &parked{
+		who:     c.identity.Key(),
+		c:       c,
+		asks:    make(chan *ask),
+		done:    make(chan outcome, 1),
+		expires: time.Now().Add(b.callTimeout),
+	}
+	if info := server.RequestProtocolInfoFromContext(ctx); info != nil && info.ClientCapabilities != nil {
+		p.caps = *info.ClientCapabilities
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.callTimeout)
+	p.cancel = cancel
+	pc := &parkCaller{upstream: &upstream{b: b, ctx: ctx, c: c}, p: p}
+	p.caller = pc
+	b.relay.add(p)
+	go func() {
+		defer cancel()
+		res, err := b.pool.CallTool(tools.WithCaller(dctx, pc), t, raw, meta)
+		p.done <- outcome{res: res, err: err}
+	}()
+	return b.waitParked(ctx, p, pc)
+}
+
+// resumeParked handles a retry carrying inputResponses: it delivers the
+// answer to the parked call and waits again.
+func (b *Broker) resumeParked(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	id, ok := agents.FromContext(ctx)
+	if !ok {
+		return refusal(ReasonUnauthenticated, ""), nil
+	}
+	p, key, err := b.relay.open(req.Params.RequestState, id, b.now())
+	if err != nil {
+		b.record(ctx, audit.Event{Type: audit.RequestRejected, Agent: id.Agent, Initiator: id.Initiator, Tenant: id.Tenant,
+			Method: "tools/call", Target: req.Params.Name, Decision: audit.DecisionDeny, Detail: "input response refused: " + err.Error()})
+		b.log.Warn("input response refused", "agent", id.Agent, "tool", req.Params.Name, "err", err)
+		return refusal(ReasonInvalidArguments, ""), nil
+	}
+	p.mu.Lock()
+	a := p.pending
+	if a == nil || a.key != key || req.Params.Name != p.c.target.Exposed {
+		p.mu.Unlock()
+		b.log.Warn("input response does not match the pending request (replayed or altered)", "call_id", p.c.id)
+		return refusal(ReasonInvalidArguments, p.c.id), nil
+	}
+	resp, ok := req.Params.InputResponses[key]
+	if !ok {
+		p.mu.Unlock()
+		return refusal(ReasonInvalidArguments, p.c.id), nil
+	}
+	p.pending = nil // single use
+	p.mu.Unlock()
+	if err := resp.DecodeFor(a.req.Method); err != nil {
+		b.log.Warn("input response not decodable", "call_id", p.c.id, "err", err)
+	}
+	a.answer <- resp
+	return b.waitParked(ctx, p, p.caller)
+}
+
+func (b *Broker) waitParked(ctx context.Context, p *parked, pc *parkCaller) (*mcp.CallToolResult, error) {
+	pc.setCtx(ctx)
+	select {
+	case a := <-p.asks:
+		p.mu.Lock()
+		b.relay.mu.Lock()
+		b.relay.n++
+		a.key = fmt.Sprintf("mcpbroker.relay.%d", b.relay.n)
+		b.relay.mu.Unlock()
+		p.pending = a
+		p.mu.Unlock()
+		state := b.relay.seal(p, a)
+		res := &mcp.CallToolResult{}
+		res.MultiRoundTripResult = mcp.MultiRoundTripResult{InputRequests: mcp.InputRequests{a.key: a.req}, RequestState: state}
+		res.ResultType = mcp.ResultTypeInputRequired
+		time.AfterFunc(time.Until(p.expires)+time.Second, func() { b.expireParked(p) })
+		return res, nil
+	case o := <-p.done:
+		b.relay.remove(p)
+		return b.finish(ctx, p.c, o.res, o.err), nil
+	case <-ctx.Done():
+		// The agent went away while the call ran: cancel it downstream.
+		p.cancel()
+		o := <-p.done
+		b.relay.remove(p)
+		return b.finish(ctx, p.c, o.res, o.err), nil
+	}
+}
+
+func (b *Broker) expireParked(p *parked) {
+	p.mu.Lock()
+	stale := p.pending != nil
+	p.mu.Unlock()
+	if !stale {
+		return
+	}
+	p.cancel()
+	b.relay.remove(p)
+	select {
+	case o := <-p.done:
+		_ = b.complete(context.Background(), p.c, "timeout", ReasonTimeout, "agent never answered the relayed request")
+		_ = o
+	case <-time.After(5 * time.Second):
+	}
+}

@@ -1,0 +1,172 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/mcpbroker/mcpbroker/agents"
+)
+
+type agentsID = agents.Identity
+
+func agentsIdentity(agent, initiator string) agents.Identity {
+	return agents.Identity{Agent: agent, Initiator: initiator, InitiatorKind: agents.InitiatorUser}
+}
+
+// askServer is a downstream whose tool asks its client a question.
+func askServer() *server.MCPServer {
+	s := server.NewMCPServer("asker", "1")
+	s.AddTool(mcp.NewTool("ask", mcp.WithString("q", mcp.Required())), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		q, _ := req.RequireString("q")
+		res, err := server.ServerFromContext(ctx).RequestElicitation(ctx, mcp.ElicitationRequest{Params: mcp.ElicitationParams{
+			Message:         q,
+			RequestedSchema: map[string]any{"type": "object", "properties": map[string]any{"answer": map[string]any{"type": "string"}}},
+		}})
+		if err != nil {
+			return mcp.NewToolResultError("elicitation failed: " + err.Error()), nil
+		}
+		return mcp.NewToolResultText(fmt.Sprintf("%s %v", res.Action, res.Content)), nil
+	})
+	return s
+}
+
+type answerer struct{ asked atomic.Int32 }
+
+func (a *answerer) Elicit(ctx context.Context, req mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
+	a.asked.Add(1)
+	if !strings.Contains(req.Params.Message, "[asker, via mcpbroker]") {
+		return nil, fmt.Errorf("origin not named in %q", req.Params.Message)
+	}
+	return &mcp.ElicitationResult{ElicitationResponse: mcp.ElicitationResponse{Action: mcp.ElicitationResponseActionAccept, Content: map[string]any{"answer": "42"}}}, nil
+}
+
+func startWith(t *testing.T, cfg Config) string {
+	t.Helper()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	ready := make(chan string, 1)
+	b, err := New(cfg, Options{Logger: testLogger(t), Version: "test", Ready: func(u string) { ready <- u }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Error("broker did not stop")
+		}
+	})
+	select {
+	case u := <-ready:
+		return u
+	case err := <-done:
+		t.Fatalf("broker stopped: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("not ready")
+	}
+	return ""
+}
+
+func TestElicitationRelayBothEras(t *testing.T) {
+	dir := t.TempDir()
+	pol := `@id("u") permit (principal is Broker::User, action, resource);
+@id("a") permit (principal is Broker::Agent, action, resource);`
+	if err := os.WriteFile(filepath.Join(dir, "p.cedar"), []byte(pol), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Defaults()
+	cfg.Policies = dir
+	cfg.Identity = IdentityConfig{Mode: "dev", DefaultAgent: "spiffe://t.local/agent/a", DefaultInitiator: "alice"}
+	cfg.Servers = []ServerConfig{{Name: "asker", Transport: "in-process", inProcess: "asker"}}
+	cfg.inProcess = map[string]*server.MCPServer{"asker": askServer()}
+	url := startWith(t, cfg)
+
+	for _, era := range []string{mcp.ProtocolVersion20251125, mcp.ProtocolVersion20260728} {
+		t.Run(era, func(t *testing.T) {
+			a := &answerer{}
+			tr, _ := transport.NewStreamableHTTP(url)
+			c := client.NewClient(tr, client.WithElicitationHandler(a), client.WithProtocolVersion(era))
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			if err := c.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Initialize(ctx, mcp.InitializeRequest{}); err != nil {
+				t.Fatal(err)
+			}
+			req := mcp.CallToolRequest{}
+			req.Params.Name = "asker__ask"
+			req.Params.Arguments = map[string]any{"q": "what is the answer?"}
+			res, err := c.CallTool(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.IsError || !strings.Contains(text(res), "accept") || !strings.Contains(text(res), "42") {
+				t.Fatalf("result %q isError=%v", text(res), res.IsError)
+			}
+			if a.asked.Load() != 1 {
+				t.Errorf("asked %d times", a.asked.Load())
+			}
+		})
+	}
+}
+
+func testLogger(t *testing.T) *slogLogger {
+	if testing.Verbose() {
+		return newSlog(testWriter{t})
+	}
+	return newSlog(nil)
+}
+
+func TestRelayStateSealed(t *testing.T) {
+	r := newRelay()
+	alice := agentsIdentity("spiffe://t/agent/a", "alice")
+	bob := agentsIdentity("spiffe://t/agent/b", "alice")
+	now := time.Now()
+	p := &parked{who: alice.Key(), c: &call{id: "c1"}, expires: now.Add(time.Minute)}
+	r.add(p)
+	a := &ask{key: "k1"}
+	state := r.seal(p, a)
+
+	if got, key, err := r.open(state, alice, now); err != nil || got != p || key != "k1" {
+		t.Fatalf("open own state: %v %v %q", got, err, key)
+	}
+	cases := map[string]struct {
+		state string
+		id    agentsID
+		now   time.Time
+	}{
+		"other identity":  {state, bob, now},
+		"expired":         {state, alice, now.Add(2 * time.Minute)},
+		"altered payload": {strings.Replace(state, ".", ".x", 1), alice, now},
+		"forged mac":      {state[:len(state)-4] + "AAAA", alice, now},
+		"garbage":         {"hello", alice, now},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if _, _, err := r.open(tc.state, tc.id, tc.now); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+	r.remove(p)
+	if _, _, err := r.open(state, alice, now); err == nil {
+		t.Fatal("state of a finished call accepted")
+	}
+}
