@@ -48,7 +48,7 @@ type parked struct {
 	cancel  context.CancelFunc
 	expires time.Time
 
-	caller  *parkCaller // relays go to the agent's latest request
+	caller *parkCaller // relays go to the agent's latest request
 
 	mu      sync.Mutex
 	pending *ask
