@@ -233,6 +233,16 @@ func (b *Broker) httpHandler(stream http.Handler) http.Handler {
 	return mux
 }
 
+var modernMetaKey = []byte(`"io.modelcontextprotocol/protocolVersion"`)
+
+// rawID returns a JSON-RPC id for an error response (null if absent).
+func rawID(id json.RawMessage) any {
+	if len(id) == 0 {
+		return nil
+	}
+	return id
+}
+
 type rpcPeek struct {
 	JSONRPC string          `json:"jsonrpc"`
 	ID      json.RawMessage `json:"id"`
@@ -302,6 +312,23 @@ func (b *Broker) guard(next http.Handler) http.Handler {
 				// (pitfall 3). Over HTTP, closing the stream cancels.
 				b.log.Debug("session-less cancellation dropped", "agent", id.Agent)
 				w.WriteHeader(http.StatusAccepted)
+				return
+			}
+		}
+		if r.Method == http.MethodPost && sid == "" && !bytes.Contains(body, modernMetaKey) {
+			// Neither a 2025-11-25 session nor a 2026-07-28 request: only
+			// initialize may start one. A JSON-RPC 4xx lets clients that
+			// probe (server/discover first) fall back cleanly.
+			var m rpcPeek
+			if err := json.Unmarshal(body, &m); err != nil {
+				writeRPCError(w, http.StatusBadRequest, nil, mcp.PARSE_ERROR, "request body is not a JSON-RPC message")
+				return
+			}
+			if m.Method != string(mcp.MethodInitialize) {
+				b.record(ctx, audit.Event{Type: audit.RequestRejected, Agent: id.Agent, Initiator: id.Initiator, Tenant: id.Tenant,
+					Method: truncate(m.Method, 100), Decision: audit.DecisionDeny, Detail: "no session and no 2026-07-28 _meta"})
+				writeRPCError(w, http.StatusBadRequest, rawID(m.ID), mcp.INVALID_REQUEST,
+					"no session: send initialize first (MCP 2025-11-25 and earlier) or carry _meta io.modelcontextprotocol/protocolVersion (2026-07-28)")
 				return
 			}
 		}
