@@ -203,6 +203,7 @@ type contextParts struct {
 	chain         types.Record
 	args          types.Value
 	riskTags      types.Set
+	task          types.Value // nil without a task
 	approvalValue *Approval
 }
 
@@ -221,8 +222,22 @@ func newContextParts(req *Request, principals []types.EntityUID, args types.Valu
 		}),
 		args:          args,
 		riskTags:      types.NewSet(),
+		task:          taskRecord(req.Task),
 		approvalValue: req.Approval,
 	}
+}
+
+// taskRecord is the context.task value, or nil without a task.
+func taskRecord(t *Task) types.Value {
+	if t == nil {
+		return nil
+	}
+	return types.NewRecord(types.RecordMap{
+		"id":           types.String(t.ID),
+		"allowedTools": stringSet(t.AllowedTools),
+		"expiresAt":    types.NewDatetime(t.ExpiresAt),
+		"purpose":      types.String(t.Purpose),
+	})
 }
 
 // record builds the context; approval (if non-nil) overrides the request's.
@@ -233,6 +248,9 @@ func (c contextParts) record(approval *Approval) types.Record {
 		"chain":    c.chain,
 		"args":     c.args,
 		"riskTags": c.riskTags,
+	}
+	if c.task != nil {
+		rm["task"] = c.task
 	}
 	if approval == nil {
 		approval = c.approvalValue

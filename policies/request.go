@@ -124,4 +124,15 @@ type Request struct {
 	Args     map[string]any
 	Now      time.Time
 	Approval *Approval // nil = no approval in context
+	Task     *Task     // nil = the session carries no task
+}
+
+// Task is the session's delegated task boundary as Cedar sees it
+// (context.task). AllowedTools are names agents see, already expanded from
+// the task's patterns by the caller.
+type Task struct {
+	ID           string
+	AllowedTools []string
+	ExpiresAt    time.Time
+	Purpose      string
 }
