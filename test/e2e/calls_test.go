@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -248,6 +249,13 @@ func TestDownstreamCrash(t *testing.T) {
 	})
 	if pids := startedPIDs(t, events["ts"]); len(pids) <= len(firstPIDs) {
 		t.Errorf("no new stdio testserver started (pids %v)", pids)
+	}
+	// The crashed child was reaped: no zombie left under the broker.
+	for _, pid := range firstPIDs {
+		poll(t, 5*time.Second, fmt.Sprintf("crashed child %d to be reaped", pid), func() bool {
+			_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+			return err != nil
+		})
 	}
 	// The HTTP downstream was not affected.
 	if res := callTool(t, cs, "tsh__echo", map[string]any{"text": "x"}); res.IsError {

@@ -107,9 +107,10 @@ func TestDemoStdio(t *testing.T) {
 	if err != nil {
 		t.Fatalf("connect: %v\n%s", err, stderr.String())
 	}
+	closed := false
 	t.Cleanup(func() {
-		if err := cs.Close(); err != nil {
-			t.Logf("close: %v", err)
+		if !closed {
+			_ = cs.Close()
 		}
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		if t.Failed() {
@@ -121,6 +122,21 @@ func TestDemoStdio(t *testing.T) {
 	res := callTool(t, cs, "notes__list_notes", map[string]any{})
 	if res.IsError || !strings.Contains(resultText(res), "welcome") {
 		t.Errorf("list_notes = %s", mustJSON(res))
+	}
+	// Closing stdin ends the broker cleanly: exit 0 before the transport
+	// resorts to SIGTERM (after 5 s).
+	start := time.Now()
+	err = cs.Close()
+	closed = true
+	if err != nil {
+		t.Errorf("broker exit after stdin closed: %v", err)
+	}
+	if d := time.Since(start); d >= 5*time.Second {
+		t.Errorf("broker took %s to exit after stdin closed: it needed SIGTERM", d)
+	}
+	entries := auditList(t, data)
+	if len(entries) == 0 || entries[len(entries)-1].Event.Type != "broker.stopped" {
+		t.Errorf("last audit record is not broker.stopped: %+v", entries[max(0, len(entries)-1):])
 	}
 }
 

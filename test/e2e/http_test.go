@@ -112,14 +112,17 @@ func TestHTTPEdges(t *testing.T) {
 		before := len(eventsWith(t, events["ts"], "call slow "))
 		legacy := &rawHTTP{url: b.url}
 		legacy.initialize(t)
-		legacy.nextID = 76 // the call below is id 77
 		var wg sync.WaitGroup
 		results := make([]string, 2)
 		wg.Add(2)
+		ctx := ctxFor(t, 30*time.Second)
 		go func() {
 			defer wg.Done()
-			r := legacy.call(t, "tools/call", map[string]any{"name": "ts__slow", "arguments": map[string]any{"ms": 1500, "steps": 0}})
-			results[0] = string(r.Result)
+			_, _, rb, err := legacy.postErr(ctx, []byte(`{"jsonrpc":"2.0","id":77,"method":"tools/call","params":{"name":"ts__slow","arguments":{"ms":1500,"steps":0}}}`))
+			results[0] = string(rb)
+			if err != nil {
+				results[0] = err.Error()
+			}
 		}()
 		go func() {
 			defer wg.Done()

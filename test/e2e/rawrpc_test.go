@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -39,9 +40,19 @@ type rawHTTP struct {
 // post sends body and returns the status, headers and raw body.
 func (c *rawHTTP) post(t testing.TB, body []byte) (int, http.Header, []byte) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctxFor(t, 30*time.Second), http.MethodPost, c.url, bytes.NewReader(body))
+	status, h, b, err := c.postErr(ctxFor(t, 30*time.Second), body)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return status, h, b
+}
+
+// postErr is post for goroutines other than the test's: it never calls
+// t.Fatal.
+func (c *rawHTTP) postErr(ctx context.Context, body []byte) (int, http.Header, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
@@ -57,14 +68,14 @@ func (c *rawHTTP) post(t testing.TB, body []byte) (int, http.Header, []byte) {
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("POST %s: %v", c.url, err)
+		return 0, nil, nil, fmt.Errorf("POST %s: %w", c.url, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("read response: %v", err)
+		return 0, nil, nil, fmt.Errorf("read response: %w", err)
 	}
-	return resp.StatusCode, resp.Header, b
+	return resp.StatusCode, resp.Header, b, nil
 }
 
 // decodeResponse finds the JSON-RPC response in a JSON or SSE body.
