@@ -35,9 +35,36 @@ type Set struct {
 	ids      []string
 	all      map[cedar.PolicyID]*cedar.Policy
 	enforced cedar.PolicyMap         // what Authorize sees: every policy not in @mode("log_only")
+	logOnly  cedar.PolicyMap         // @mode("log_only"): evaluated in the shadow pass only
 	approval map[cedar.PolicyID]bool // forbids carrying @approval(...)
+	info     map[cedar.PolicyID]PolicyInfo
 	model    *model
 	index    *scopeIndex // over enforced
+	shadow   *scopeIndex // over logOnly; nil when there are none
+}
+
+// PolicyInfo describes one compiled policy for explanations and tooling.
+type PolicyInfo struct {
+	ID       string `json:"id"`
+	Effect   string `json:"effect"`             // "permit" or "forbid"
+	Position string `json:"position"`           // file:line:col of the policy
+	Approval string `json:"approval,omitempty"` // value of @approval, "" if none
+	LogOnly  bool   `json:"log_only,omitempty"` // @mode("log_only")
+}
+
+// Policy returns what the Set knows about policy id.
+func (s *Set) Policy(id string) (PolicyInfo, bool) {
+	i, ok := s.info[cedar.PolicyID(id)]
+	return i, ok
+}
+
+// LogOnlyIDs returns the sorted IDs of the @mode("log_only") policies.
+func (s *Set) LogOnlyIDs() []string {
+	ids := make([]string, 0, len(s.logOnly))
+	for _, id := range sortedKeys(s.logOnly) {
+		ids = append(ids, string(id))
+	}
+	return ids
 }
 
 // Digest returns "sha256:<hex>" over the sorted (id, canonical policy text)
@@ -90,7 +117,9 @@ func Compile(srcs []Source) (*Set, error) {
 	s := &Set{
 		all:      map[cedar.PolicyID]*cedar.Policy{},
 		enforced: cedar.PolicyMap{},
+		logOnly:  cedar.PolicyMap{},
 		approval: map[cedar.PolicyID]bool{},
+		info:     map[cedar.PolicyID]PolicyInfo{},
 		model:    m,
 	}
 	for _, src := range srcs {
@@ -137,12 +166,22 @@ func Compile(srcs []Source) (*Set, error) {
 					add(pos, "policy %q: @mode(%q) must be \"enforce\" or \"log_only\"", string(id), mode)
 				}
 			}
+			if dup {
+				continue
+			}
 			// log_only policies are compiled, validated and counted in the digest but
-			// never enforced: they are not passed to Authorize. Shadow evaluation
-			// (evaluate and record what they would have decided) comes later.
-			if mode != modeLogOnly {
+			// never enforced: only the shadow pass passes them to Authorize.
+			if mode == modeLogOnly {
+				s.logOnly[id] = p
+			} else {
 				s.enforced[id] = p
 			}
+			effect := "permit"
+			if p.Effect() == cedar.Forbid {
+				effect = "forbid"
+			}
+			s.info[id] = PolicyInfo{ID: string(id), Effect: effect, Position: posString(pos),
+				Approval: string(ann[annApproval]), LogOnly: mode == modeLogOnly}
 		}
 	}
 	if len(problems) > 0 {
@@ -155,6 +194,9 @@ func Compile(srcs []Source) (*Set, error) {
 	slices.Sort(s.ids)
 	s.digest = digest(s.ids, s.all)
 	s.index = newScopeIndex(s.enforced)
+	if len(s.logOnly) > 0 {
+		s.shadow = newScopeIndex(s.logOnly)
+	}
 	return s, nil
 }
 

@@ -39,4 +39,53 @@ type Decision struct {
 	PolicyIDs []string
 	Digest    string // digest of the Set used
 	DeniedBy  string // principal of the first pass that did not allow; "" on allow
+
+	// The fields below are never enforced: they say what policies that are
+	// being rolled out would have done to this request.
+
+	// ShadowOutcome is the outcome had the Set's @mode("log_only") policies been
+	// enforced; "" when none of them could apply to this request (then Shadow is
+	// empty too).
+	ShadowOutcome Outcome
+	// Shadow lists the log_only policies that determined a pass (or errored in
+	// one) when evaluated together with the enforced policies, in pass order.
+	Shadow []ShadowResult
+	// Candidate is what the engine's candidate Set decided (Engine.SetCandidate);
+	// nil when there is none.
+	Candidate *CandidateDecision
+}
+
+// ShadowEffect is the would-be effect of a log_only policy. A closed set.
+type ShadowEffect string
+
+const (
+	ShadowDeny  ShadowEffect = "shadow_deny"  // a log_only forbid was satisfied
+	ShadowAllow ShadowEffect = "shadow_allow" // a log_only permit was satisfied and no forbid
+	ShadowError ShadowEffect = "shadow_error" // a log_only policy failed to evaluate (would deny)
+)
+
+// Validate reports whether e is a known shadow effect.
+func (e ShadowEffect) Validate() error {
+	switch e {
+	case ShadowDeny, ShadowAllow, ShadowError:
+		return nil
+	}
+	return fmt.Errorf("unknown shadow effect %q", string(e))
+}
+
+// ShadowResult is one log_only policy's would-be effect in one pass.
+type ShadowResult struct {
+	Principal string       // the pass, as in Pass.Principal
+	PolicyID  string       //
+	Effect    ShadowEffect //
+	Error     string       // evaluation error for ShadowError
+}
+
+// CandidateDecision is the candidate Set's answer to the same request. It
+// never affects the enforced Decision.
+type CandidateDecision struct {
+	Outcome   Outcome
+	PolicyIDs []string
+	Digest    string // the candidate Set's digest
+	DeniedBy  string
 }

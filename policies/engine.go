@@ -3,6 +3,7 @@ package policies
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync/atomic"
 
 	"github.com/cedar-policy/cedar-go"
@@ -12,9 +13,12 @@ import (
 
 // Engine decides requests against the current Set. It is safe for concurrent
 // use; Swap replaces the Set atomically, and each decision uses exactly one Set
-// (the one whose digest it reports).
+// (the one whose digest it reports). An engine may also hold a candidate Set
+// (SetCandidate): it is evaluated next to the live one and reported in
+// Decision.Candidate, never enforced.
 type Engine struct {
-	set atomic.Pointer[Set]
+	set       atomic.Pointer[Set]
+	candidate atomic.Pointer[Set]
 }
 
 // NewEngine returns an engine serving set, which must be non-nil.
@@ -38,6 +42,14 @@ func (e *Engine) Swap(set *Set) {
 // Set returns the current Set.
 func (e *Engine) Set() *Set { return e.set.Load() }
 
+// SetCandidate makes set the candidate Set (policy.mode: log_only for a whole
+// set): every later Decide also evaluates it and reports its result in
+// Decision.Candidate, without enforcing it. nil removes the candidate.
+func (e *Engine) SetCandidate(set *Set) { e.candidate.Store(set) }
+
+// Candidate returns the candidate Set, nil if there is none.
+func (e *Engine) Candidate() *Set { return e.candidate.Load() }
+
 // invalidPrincipal names the single pass of a request that failed validation.
 const invalidPrincipal = "<invalid request>"
 
@@ -45,11 +57,19 @@ const invalidPrincipal = "<invalid request>"
 type passResult struct {
 	cedarAllow bool
 	reasons    []cedar.PolicyID
-	errors     []cedar.PolicyID
+	errors     []types.DiagnosticError // sorted by PolicyID, then message
 }
 
-// evalFunc evaluates one principal with the given context.
-type evalFunc func(principal types.EntityUID, ctx types.Value) (types.Decision, types.Diagnostic)
+func (r passResult) errorIDs() []cedar.PolicyID {
+	ids := make([]cedar.PolicyID, len(r.errors))
+	for i, e := range r.errors {
+		ids[i] = e.PolicyID
+	}
+	return ids
+}
+
+// evalFunc evaluates the principal at index i of the chain with the given context.
+type evalFunc func(i int, principal types.EntityUID, ctx types.Value) (types.Decision, types.Diagnostic)
 
 // runPasses evaluates every principal in order (all of them: the audit record
 // wants each hop) and reports whether all allowed.
@@ -58,7 +78,7 @@ func runPasses(principals []types.EntityUID, ctx types.Value, eval evalFunc) ([]
 	results := make([]passResult, len(principals))
 	all := true
 	for i, p := range principals {
-		dec, diag := eval(p, ctx)
+		dec, diag := eval(i, p, ctx)
 		pass := Pass{Principal: p.String(), Allowed: dec == cedar.Allow && len(diag.Errors) == 0}
 		res := passResult{cedarAllow: dec == cedar.Allow}
 		for _, r := range diag.Reasons {
@@ -67,13 +87,18 @@ func runPasses(principals []types.EntityUID, ctx types.Value, eval evalFunc) ([]
 		}
 		for _, e := range diag.Errors {
 			pass.Errors = append(pass.Errors, e.String())
-			res.errors = append(res.errors, e.PolicyID)
+			res.errors = append(res.errors, e)
 		}
 		// Cedar reports in policy iteration order; sort for stable output.
 		slices.Sort(pass.Reasons)
 		slices.Sort(pass.Errors)
 		slices.Sort(res.reasons)
-		slices.Sort(res.errors)
+		slices.SortFunc(res.errors, func(a, b types.DiagnosticError) int {
+			if c := strings.Compare(string(a.PolicyID), string(b.PolicyID)); c != 0 {
+				return c
+			}
+			return strings.Compare(a.Message, b.Message)
+		})
 		passes[i], results[i] = pass, res
 		all = all && pass.Allowed
 	}
@@ -83,23 +108,29 @@ func runPasses(principals []types.EntityUID, ctx types.Value, eval evalFunc) ([]
 // approvalCurable reports whether a deny could be cured by an approval: no pass
 // errored, and every denying pass was denied by forbids that all carry @approval.
 func (s *Set) approvalCurable(passes []Pass, results []passResult) bool {
+	return s.whyNotCurable(passes, results) == ""
+}
+
+// whyNotCurable returns "" if an approval could cure the deny (see
+// approvalCurable), otherwise why not.
+func (s *Set) whyNotCurable(passes []Pass, results []passResult) string {
 	for i, r := range results {
 		if len(r.errors) > 0 {
-			return false
+			return passes[i].Principal + ": evaluation errors deny whatever a human decides"
 		}
 		if passes[i].Allowed {
 			continue
 		}
 		if r.cedarAllow || len(r.reasons) == 0 {
-			return false
+			return passes[i].Principal + ": no policy permits this"
 		}
 		for _, id := range r.reasons {
 			if !s.approval[id] {
-				return false
+				return passes[i].Principal + ": forbidden by " + string(id) + ", which has no @approval"
 			}
 		}
 	}
-	return true
+	return ""
 }
 
 // Decide evaluates req once per principal (initiator first, then each agent of
@@ -109,43 +140,148 @@ func (s *Set) approvalCurable(passes []Pass, results []passResult) bool {
 // pass, is NeedsApproval (Passes and PolicyIDs then describe the real
 // evaluation). An invalid request is denied with one pass named
 // "<invalid request>" carrying the problem.
-func (e *Engine) Decide(req Request) Decision { return e.Set().decide(req, true) }
-
-// policiesFor returns what Authorize evaluates for one principal: the index
-// candidates, or (indexed=false, for the equivalence test) every enforced policy.
-func (s *Set) policiesFor(ents types.EntityGetter, principal types.EntityUID, resKeys []types.EntityUID, indexed bool) cedar.PolicyIterator {
-	if !indexed {
-		return s.enforced
+//
+// Decide also fills the fields that are never enforced: Shadow and
+// ShadowOutcome (the Set's @mode("log_only") policies) and Candidate (the
+// candidate Set, if any).
+func (e *Engine) Decide(req Request) Decision {
+	d := e.Set().decide(req, true)
+	if c := e.Candidate(); c != nil {
+		cd := c.decide(req, true)
+		d.Candidate = &CandidateDecision{Outcome: cd.Outcome, PolicyIDs: cd.PolicyIDs, Digest: cd.Digest, DeniedBy: cd.DeniedBy}
 	}
-	return s.index.candidates(scopeKeys(ents, principal), resKeys)
+	return d
 }
 
-func (s *Set) decide(req Request, indexed bool) Decision {
+// prepared is a request turned into Cedar inputs, shared by every evaluation
+// of it (live, shadow, hypothetical approval, explanation).
+type prepared struct {
+	req      Request
+	b        built
+	parts    contextParts
+	action   types.EntityUID
+	resKeys  []types.EntityUID
+	prinKeys [][]types.EntityUID // scope keys per principal, filled lazily
+}
+
+func (s *Set) prepare(req Request) (*prepared, error) {
 	if err := validateRequest(&req, req.Action); err != nil {
-		return invalidDecision(s, err)
+		return nil, err
 	}
 	b := buildEntities(&req, s.model.actions)
-	parts := newContextParts(&req, b.principals, argsRecord(req.Args, s.model.args))
-	action := actionUID(req.Action)
-	resKeys := scopeKeys(b.entities, b.resource)
-	eval := func(p types.EntityUID, ctx types.Value) (types.Decision, types.Diagnostic) {
-		return cedar.Authorize(s.policiesFor(b.entities, p, resKeys, indexed), b.entities, cedar.Request{
-			Principal: p, Action: action, Resource: b.resource, Context: ctx.(types.Record),
+	return &prepared{
+		req:      req,
+		b:        b,
+		parts:    newContextParts(&req, b.principals, argsRecord(req.Args, s.model.args)),
+		action:   actionUID(req.Action),
+		resKeys:  scopeKeys(b.entities, b.resource),
+		prinKeys: make([][]types.EntityUID, len(b.principals)),
+	}, nil
+}
+
+func (p *prepared) keys(i int) []types.EntityUID {
+	if p.prinKeys[i] == nil {
+		p.prinKeys[i] = scopeKeys(p.b.entities, p.b.principals[i])
+	}
+	return p.prinKeys[i]
+}
+
+// policyView says which policies an evaluation sees.
+type policyView uint8
+
+const (
+	viewIndexed   policyView = iota // enforced policies through the index (production)
+	viewUnindexed                   // every enforced policy (equivalence test)
+	viewShadow                      // enforced + log_only, through the indexes
+)
+
+func (s *Set) policiesFor(p *prepared, i int, view policyView) cedar.PolicyIterator {
+	switch view {
+	case viewUnindexed:
+		return s.enforced
+	case viewShadow:
+		c := s.index.candidates(p.keys(i), p.resKeys)
+		return append(c, s.shadow.candidates(p.keys(i), p.resKeys)...)
+	}
+	return s.index.candidates(p.keys(i), p.resKeys)
+}
+
+// evaluate runs every pass in view and, on a curable deny, the hypothetical
+// approval. It fills Outcome, Passes, PolicyIDs, Digest and DeniedBy.
+func (s *Set) evaluate(p *prepared, view policyView) (Decision, []passResult) {
+	eval := func(i int, pr types.EntityUID, ctx types.Value) (types.Decision, types.Diagnostic) {
+		return cedar.Authorize(s.policiesFor(p, i, view), p.b.entities, cedar.Request{
+			Principal: pr, Action: p.action, Resource: p.b.resource, Context: ctx.(types.Record),
 		})
 	}
-	passes, results, allowed := runPasses(b.principals, parts.record(nil), eval)
+	passes, results, allowed := runPasses(p.b.principals, p.parts.record(nil), eval)
 	d := Decision{Outcome: Deny, Passes: passes, Digest: s.digest}
 	d.PolicyIDs = policyIDs(passes, results, allowed)
 	if allowed {
 		d.Outcome = Allow
-		return d
+		return d, results
 	}
 	d.DeniedBy = firstDenied(passes)
 	if s.approvalCurable(passes, results) {
-		hyp := &Approval{Granted: true, Approver: "", CallID: req.CallID}
-		if _, _, ok := runPasses(b.principals, parts.record(hyp), eval); ok {
+		hyp := &Approval{Granted: true, Approver: "", CallID: p.req.CallID}
+		if _, _, ok := runPasses(p.b.principals, p.parts.record(hyp), eval); ok {
 			d.Outcome = NeedsApproval
 		}
+	}
+	return d, results
+}
+
+// shadowApplies reports whether any log_only policy could match a pass of p.
+func (s *Set) shadowApplies(p *prepared) bool {
+	if s.shadow == nil {
+		return false
+	}
+	for i := range p.b.principals {
+		if len(s.shadow.candidates(p.keys(i), p.resKeys)) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// shadowResults lists the log_only policies that determined or errored in the
+// passes of a shadow evaluation.
+func (s *Set) shadowResults(passes []Pass, results []passResult) []ShadowResult {
+	var out []ShadowResult
+	for i, r := range results {
+		for _, id := range r.reasons {
+			if _, ok := s.logOnly[id]; !ok {
+				continue
+			}
+			eff := ShadowAllow
+			if s.logOnly[id].Effect() == cedar.Forbid {
+				eff = ShadowDeny
+			}
+			out = append(out, ShadowResult{Principal: passes[i].Principal, PolicyID: string(id), Effect: eff})
+		}
+		for _, e := range r.errors {
+			if _, ok := s.logOnly[e.PolicyID]; ok {
+				out = append(out, ShadowResult{Principal: passes[i].Principal, PolicyID: string(e.PolicyID), Effect: ShadowError, Error: e.String()})
+			}
+		}
+	}
+	return out
+}
+
+func (s *Set) decide(req Request, indexed bool) Decision {
+	p, err := s.prepare(req)
+	if err != nil {
+		return invalidDecision(s, err)
+	}
+	view := viewIndexed
+	if !indexed {
+		view = viewUnindexed
+	}
+	d, _ := s.evaluate(p, view)
+	if s.shadowApplies(p) {
+		sd, sr := s.evaluate(p, viewShadow)
+		d.ShadowOutcome = sd.Outcome
+		d.Shadow = s.shadowResults(sd.Passes, sr)
 	}
 	return d
 }
@@ -175,11 +311,11 @@ func (e *Engine) Visible(req Request) bool {
 	parts := newContextParts(&req, b.principals, batch.Ignore())
 	actUID := actionUID(action)
 	resKeys := scopeKeys(b.entities, b.resource)
-	eval := func(p types.EntityUID, ctx types.Value) (types.Decision, types.Diagnostic) {
+	eval := func(_ int, p types.EntityUID, ctx types.Value) (types.Decision, types.Diagnostic) {
 		var res types.Decision
 		var diag types.Diagnostic
 		n := 0
-		err := batch.Authorize(context.Background(), s.policiesFor(b.entities, p, resKeys, true), b.entities, batch.Request{
+		err := batch.Authorize(context.Background(), s.index.candidates(scopeKeys(b.entities, p), resKeys), b.entities, batch.Request{
 			Principal: p, Action: actUID, Resource: b.resource, Context: ctx,
 		}, func(r batch.Result) error {
 			n++
@@ -251,7 +387,7 @@ func policyIDs(passes []Pass, results []passResult, allowed bool) []string {
 				addID(id)
 			}
 		}
-		for _, id := range r.errors {
+		for _, id := range r.errorIDs() {
 			addID(id)
 		}
 	}

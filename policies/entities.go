@@ -128,6 +128,9 @@ func buildEntities(req *Request, base types.EntityMap) built {
 	if req.Initiator.Tenant != "" {
 		initAttrs["tenant"] = types.String(req.Initiator.Tenant)
 	}
+	if req.Initiator.SpendLimit != nil {
+		initAttrs["spendLimit"] = types.Long(*req.Initiator.SpendLimit)
+	}
 	ents[initUID] = types.Entity{UID: initUID, Parents: types.NewEntityUIDSet(teams...), Attributes: types.NewRecord(initAttrs)}
 
 	principals := make([]types.EntityUID, 0, len(req.Chain)+1)
@@ -154,17 +157,21 @@ func buildEntities(req *Request, base types.EntityMap) built {
 	serverUID := types.NewEntityUID(typeToolServer, types.String(t.Server))
 	ents[serverUID] = types.Entity{UID: serverUID, Attributes: types.NewRecord(nil)}
 	resUID := types.NewEntityUID(t.Kind.entityType(), types.String(t.Server+"/"+t.Name))
+	resAttrs := types.RecordMap{
+		"name":            types.String(t.Exposed),
+		"readOnlyHint":    types.Boolean(t.ReadOnly),
+		"destructiveHint": types.Boolean(t.Destructive),
+		"idempotentHint":  types.Boolean(t.Idempotent),
+		"openWorldHint":   types.Boolean(t.OpenWorld),
+		"riskTags":        stringSet(t.RiskTags),
+	}
+	if t.Tenant != "" {
+		resAttrs["tenant"] = types.String(t.Tenant)
+	}
 	ents[resUID] = types.Entity{
-		UID:     resUID,
-		Parents: types.NewEntityUIDSet(serverUID),
-		Attributes: types.NewRecord(types.RecordMap{
-			"name":            types.String(t.Exposed),
-			"readOnlyHint":    types.Boolean(t.ReadOnly),
-			"destructiveHint": types.Boolean(t.Destructive),
-			"idempotentHint":  types.Boolean(t.Idempotent),
-			"openWorldHint":   types.Boolean(t.OpenWorld),
-			"riskTags":        stringSet(t.RiskTags),
-		}),
+		UID:        resUID,
+		Parents:    types.NewEntityUIDSet(serverUID),
+		Attributes: types.NewRecord(resAttrs),
 	}
 	return built{principals: principals, resource: resUID, entities: overlay{req: ents, base: base}}
 }

@@ -62,6 +62,9 @@ type Initiator struct {
 	ID     string
 	Tenant string // "" = no tenant attribute
 	Groups []string
+	// SpendLimit is the initiator's per-call spend limit in minor currency
+	// units (principal.spendLimit); nil = no attribute.
+	SpendLimit *int64
 }
 
 // Agent is one agent of the delegation chain: Broker::Agent::"<SPIFFE ID>", in
@@ -100,6 +103,9 @@ type Target struct {
 
 	ReadOnly, Destructive, Idempotent, OpenWorld bool
 	RiskTags                                     []string
+	// Tenant is the tenant the server belongs to (resource.tenant); "" = a
+	// shared server, no attribute.
+	Tenant string
 }
 
 // Approval is a human decision on one pending call, put into the Cedar context
