@@ -9,3 +9,7 @@ var ErrNoSources = errors.New("no policy sources")
 // ErrInvalidPolicy wraps every problem Compile reports (syntax, @id, schema,
 // lint, annotation values); test with errors.Is.
 var ErrInvalidPolicy = errors.New("invalid policy")
+
+// ErrNoCorpus is returned by ReadCorpora for a directory without a
+// *.corpus.yaml file.
+var ErrNoCorpus = errors.New("no corpus files")

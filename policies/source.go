@@ -86,3 +86,14 @@ func readFS(fsys fs.FS, dir string) ([]Source, error) {
 	slices.SortFunc(srcs, func(a, b Source) int { return strings.Compare(a.Name, b.Name) })
 	return srcs, nil
 }
+
+// LoadDir compiles base (typically Baseline(), plus Demo() in demo mode)
+// together with every *.cedar file in dir. It is what start-up, reload and the
+// CLI use, so that all three accept exactly the same sets.
+func LoadDir(dir string, base ...Source) (*Set, error) {
+	srcs, err := ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	return Compile(append(slices.Clip(base), srcs...))
+}
