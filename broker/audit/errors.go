@@ -25,3 +25,11 @@ func (e *ChainError) Error() string {
 
 // Is reports whether target is ErrChainBroken.
 func (e *ChainError) Is(target error) bool { return target == ErrChainBroken }
+
+// ErrNoSigner is returned (wrapped) by Ledger.Checkpoint on a Ledger built
+// without WithSigner.
+var ErrNoSigner = errors.New("no checkpoint signing key")
+
+// ErrInvalidClass is returned (wrapped) by Class.Validate and
+// Classes.Validate for a class other than public, sensitive or secret.
+var ErrInvalidClass = errors.New("invalid argument class")

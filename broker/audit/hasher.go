@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -32,74 +33,94 @@ type Hasher struct {
 // processes racing end up with the same key). It refuses a key file that is
 // readable or writable by group or others, or that is not exactly 32 bytes.
 func LoadOrCreateKey(path string) (*Hasher, error) {
-	h, err := loadKey(path)
-	if !errors.Is(err, fs.ErrNotExist) {
-		return h, err
-	}
-	if err := createKey(path); err != nil && !errors.Is(err, fs.ErrExist) {
+	key, err := loadOrCreateKeyFile(path, "digest key")
+	if err != nil {
 		return nil, err
 	}
-	return loadKey(path)
+	return &Hasher{key: key}, nil
 }
 
-func loadKey(path string) (*Hasher, error) {
+// LoadKey reads the digest key at path without creating it (for the CLI's
+// `audit hash`). It applies the same checks as LoadOrCreateKey.
+func LoadKey(path string) (*Hasher, error) {
+	key, err := loadKey(path, "digest key")
+	if err != nil {
+		return nil, err
+	}
+	return &Hasher{key: key}, nil
+}
+
+// loadOrCreateKeyFile returns the KeySize random bytes in the owner-only
+// file at path, creating it if missing.
+func loadOrCreateKeyFile(path, what string) ([]byte, error) {
+	key, err := loadKey(path, what)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return key, err
+	}
+	if err := createKey(path, what); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, err
+	}
+	return loadKey(path, what)
+}
+
+func loadKey(path, what string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("load digest key: %w", err)
+		return nil, fmt.Errorf("load %s: %w", what, err)
 	}
 	defer f.Close()
 	info, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("load digest key: %w", err)
+		return nil, fmt.Errorf("load %s: %w", what, err)
 	}
 	if !info.Mode().IsRegular() {
-		return nil, fmt.Errorf("load digest key %s: not a regular file", path)
+		return nil, fmt.Errorf("load %s %s: not a regular file", what, path)
 	}
 	if perm := info.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("load digest key %s: mode %04o allows group or other access, want 0600", path, perm)
+		return nil, fmt.Errorf("load %s %s: mode %04o allows group or other access, want 0600", what, path, perm)
 	}
 	key := make([]byte, KeySize+1)
-	n, err := f.Read(key)
-	if err != nil || n != KeySize {
-		return nil, fmt.Errorf("load digest key %s: want exactly %d bytes", path, KeySize)
+	n, err := io.ReadFull(f, key)
+	if n != KeySize || !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, fmt.Errorf("load %s %s: want exactly %d bytes", what, path, KeySize)
 	}
-	return &Hasher{key: key[:KeySize]}, nil
+	return key[:KeySize], nil
 }
 
 // createKey writes a fresh key to a temporary file and links it into place,
 // so a reader never sees a partial key. It returns fs.ErrExist if path
 // already exists.
-func createKey(path string) error {
+func createKey(path, what string) error {
 	key := make([]byte, KeySize)
 	if _, err := rand.Read(key); err != nil {
-		return fmt.Errorf("create digest key: %w", err)
+		return fmt.Errorf("create %s: %w", what, err)
 	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create digest key: %w", err)
+		return fmt.Errorf("create %s: %w", what, err)
 	}
-	tmp, err := os.CreateTemp(dir, ".digest-key-*")
+	tmp, err := os.CreateTemp(dir, ".key-*")
 	if err != nil {
-		return fmt.Errorf("create digest key: %w", err)
+		return fmt.Errorf("create %s: %w", what, err)
 	}
 	defer os.Remove(tmp.Name())
 	if err := tmp.Chmod(0o600); err != nil {
 		tmp.Close()
-		return fmt.Errorf("create digest key: %w", err)
+		return fmt.Errorf("create %s: %w", what, err)
 	}
 	if _, err := tmp.Write(key); err != nil {
 		tmp.Close()
-		return fmt.Errorf("create digest key: %w", err)
+		return fmt.Errorf("create %s: %w", what, err)
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return fmt.Errorf("create digest key: %w", err)
+		return fmt.Errorf("create %s: %w", what, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("create digest key: %w", err)
+		return fmt.Errorf("create %s: %w", what, err)
 	}
 	if err := os.Link(tmp.Name(), path); err != nil {
-		return fmt.Errorf("create digest key: %w", err)
+		return fmt.Errorf("create %s: %w", what, err)
 	}
 	return nil
 }

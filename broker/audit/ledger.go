@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/mcpbroker/mcpbroker/broker/store"
@@ -18,9 +19,17 @@ const RecordTimeout = 5 * time.Second
 // safe for concurrent use; it starts no goroutines of its own and owns
 // nothing that needs closing (the caller owns the Store).
 type Ledger struct {
-	store *store.Store
-	log   *slog.Logger
-	now   func() time.Time
+	store    *store.Store
+	log      *slog.Logger
+	now      func() time.Time
+	signer   *Signer
+	every    uint64
+	anchor   string
+	observer func(seq uint64, d time.Duration, err error)
+
+	cpMu     sync.Mutex
+	cpSeq    uint64 // sequence of the last checkpoint entry this process wrote or started
+	anchored uint64 // Seq of the Checkpoint last written to the anchor file
 }
 
 // Option configures a Ledger.
@@ -29,12 +38,33 @@ type Option func(*Ledger)
 // WithClock sets the clock that stamps events recorded without a Time.
 func WithClock(now func() time.Time) Option { return func(l *Ledger) { l.now = now } }
 
+// WithSigner makes the ledger sign checkpoints with s: Checkpoint works, and
+// Record writes a checkpoint once DefaultCheckpointEvery (or
+// WithCheckpointEvery) entries follow the last one.
+func WithSigner(s *Signer) Option { return func(l *Ledger) { l.signer = s } }
+
+// WithCheckpointEvery sets how many entries may follow a checkpoint before
+// Record writes the next one; 0 turns periodic checkpoints off (Checkpoint
+// still works). Only meaningful with WithSigner.
+func WithCheckpointEvery(n uint64) Option { return func(l *Ledger) { l.every = n } }
+
+// WithAnchorFile makes every checkpoint also replace the file at path (see
+// AnchorFile), so `audit verify` can detect a ledger cut below it.
+func WithAnchorFile(path string) Option { return func(l *Ledger) { l.anchor = path } }
+
+// WithCommitObserver calls fn after every append with the sequence number
+// (0 on failure), how long the commit took and its error; for metrics. fn
+// must be quick and must not call back into the Ledger.
+func WithCommitObserver(fn func(seq uint64, d time.Duration, err error)) Option {
+	return func(l *Ledger) { l.observer = fn }
+}
+
 // NewLedger returns a Ledger over s. A nil logger discards logs.
 func NewLedger(s *store.Store, logger *slog.Logger, opts ...Option) *Ledger {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	l := &Ledger{store: s, log: logger, now: time.Now}
+	l := &Ledger{store: s, log: logger, now: time.Now, every: DefaultCheckpointEvery}
 	for _, o := range opts {
 		o(l)
 	}
@@ -56,12 +86,113 @@ func (l *Ledger) Record(ctx context.Context, ev Event) (Entry, error) {
 		ev.Time = l.now()
 	}
 	ev.Time = ev.Time.UTC().Round(0)
+	if ev.Type == LedgerCheckpoint {
+		return Entry{}, fmt.Errorf("record %s: written by Checkpoint only: %w", ev.Type, ErrInvalidEvent)
+	}
 	entry, err := l.record(ctx, ev)
 	if err != nil {
 		l.log.Error("audit record failed", "type", string(ev.Type), "call_id", ev.CallID, "err", err)
 		return Entry{}, err
 	}
+	if l.dueCheckpoint(entry.Seq) {
+		// The record itself is durable: a failed checkpoint is logged, and
+		// the next record retries it.
+		if _, err := l.checkpoint(ctx); err != nil {
+			l.cpMu.Lock()
+			l.cpSeq = max(1, entry.Seq-l.every) // the next record retries
+			l.cpMu.Unlock()
+		}
+	}
 	return entry, nil
+}
+
+// dueCheckpoint reports whether the record at seq should be followed by a
+// periodic checkpoint, and if so claims it so that concurrent records do not
+// write one each.
+func (l *Ledger) dueCheckpoint(seq uint64) bool {
+	if l.signer == nil || l.every == 0 {
+		return false
+	}
+	l.cpMu.Lock()
+	defer l.cpMu.Unlock()
+	if l.cpSeq == 0 {
+		// First record of this process: count from here, so a restart
+		// does not immediately checkpoint a long ledger twice.
+		l.cpSeq = seq
+		return false
+	}
+	if seq < l.cpSeq+l.every {
+		return false
+	}
+	l.cpSeq = seq
+	return true
+}
+
+// Checkpoint appends a LedgerCheckpoint event that signs the hash of the
+// entry before it, and (WithAnchorFile) replaces the anchor file. The broker
+// calls it at shutdown, after its last record, so that a verifier can tell a
+// cleanly closed ledger from a cut one. It fails without WithSigner. Like
+// Record it runs detached from ctx's cancellation, bounded by RecordTimeout.
+func (l *Ledger) Checkpoint(ctx context.Context) (Entry, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RecordTimeout)
+	defer cancel()
+	return l.checkpoint(ctx)
+}
+
+func (l *Ledger) checkpoint(ctx context.Context) (Entry, error) {
+	if l.signer == nil {
+		return Entry{}, fmt.Errorf("audit checkpoint: %w", ErrNoSigner)
+	}
+	ev := Event{Type: LedgerCheckpoint, Version: EventVersion, Time: l.now().UTC().Round(0)}
+	var prev, hash string
+	var cp Checkpoint
+	start := time.Now()
+	seq, err := l.store.AppendLedger(ctx, func(seq uint64, prevHash []byte) ([]byte, []byte, error) {
+		p := hex.EncodeToString(prevHash)
+		c := l.signer.Sign(seq-1, p)
+		e := ev
+		e.Checkpoint = &c
+		canon, err := Canonical(e)
+		if err != nil {
+			return nil, nil, err
+		}
+		sum := entryHash(seq, p, canon)
+		h := hex.EncodeToString(sum[:])
+		b, err := json.Marshal(storedEntry{Seq: seq, Prev: p, Hash: h, Event: canon})
+		if err != nil {
+			return nil, nil, err
+		}
+		prev, hash, cp = p, h, c
+		return b, sum[:], nil
+	})
+	l.observe(seq, start, err)
+	if err != nil {
+		l.log.Error("audit checkpoint failed", "err", err)
+		return Entry{}, fmt.Errorf("audit checkpoint: %w", err)
+	}
+	ev.Checkpoint = &cp
+	entry := Entry{Seq: seq, Prev: prev, Hash: hash, Event: ev}
+	if l.anchor != "" {
+		// The anchor vouches for the checkpoint entry itself, so that
+		// cutting the checkpoint off the ledger is detected too.
+		a := l.signer.Sign(seq, hash)
+		l.cpMu.Lock()
+		defer l.cpMu.Unlock()
+		if a.Seq > l.anchored {
+			if err := WriteAnchor(l.anchor, a); err != nil {
+				l.log.Error("audit anchor not written", "seq", seq, "err", err)
+				return entry, err
+			}
+			l.anchored = a.Seq
+		}
+	}
+	return entry, nil
+}
+
+func (l *Ledger) observe(seq uint64, start time.Time, err error) {
+	if l.observer != nil {
+		l.observer(seq, time.Since(start), err)
+	}
 }
 
 func (l *Ledger) record(ctx context.Context, ev Event) (Entry, error) {
@@ -75,6 +206,7 @@ func (l *Ledger) record(ctx context.Context, ev Event) (Entry, error) {
 	// build may run more than once; the last run is the one committed, so
 	// prev and hash hold the committed values when AppendLedger succeeds.
 	var prev, hash string
+	start := time.Now()
 	seq, err := l.store.AppendLedger(ctx, func(seq uint64, prevHash []byte) ([]byte, []byte, error) {
 		p := hex.EncodeToString(prevHash)
 		sum := entryHash(seq, p, canon)
@@ -86,6 +218,7 @@ func (l *Ledger) record(ctx context.Context, ev Event) (Entry, error) {
 		prev, hash = p, h
 		return b, sum[:], nil
 	})
+	l.observe(seq, start, err)
 	if err != nil {
 		return Entry{}, fmt.Errorf("record %s call %q: %w", ev.Type, ev.CallID, err)
 	}

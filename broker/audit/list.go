@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/mcpbroker/mcpbroker/broker/store"
@@ -22,6 +23,14 @@ type Filter struct {
 	Decision  string
 	Target    string
 	Session   string
+	Tenant    string
+	Server    string
+	Method    string
+	Chain     string // an agent anywhere on the delegation chain
+	Status    string // outcome status of call.completed
+	Reason    string // reason code
+	FromSeq   uint64 // inclusive; 0: from the first entry
+	ToSeq     uint64 // inclusive; 0: to the last entry
 	// Limit > 0 keeps only the most recent Limit matches; 0 keeps all.
 	Limit int
 }
@@ -37,6 +46,9 @@ func (f Filter) Validate() error {
 	if f.Limit < 0 {
 		return fmt.Errorf("negative limit %d", f.Limit)
 	}
+	if f.ToSeq > 0 && f.ToSeq < f.FromSeq {
+		return fmt.Errorf("sequence range %d..%d is empty", f.FromSeq, f.ToSeq)
+	}
 	return nil
 }
 
@@ -50,7 +62,13 @@ func (f Filter) match(ev *Event) bool {
 		f.CallID != "" && ev.CallID != f.CallID,
 		f.Decision != "" && ev.Decision != f.Decision,
 		f.Target != "" && ev.Target != f.Target,
-		f.Session != "" && ev.Session != f.Session:
+		f.Session != "" && ev.Session != f.Session,
+		f.Tenant != "" && ev.Tenant != f.Tenant,
+		f.Server != "" && ev.Server != f.Server,
+		f.Method != "" && ev.Method != f.Method,
+		f.Status != "" && ev.Status != f.Status,
+		f.Reason != "" && ev.Reason != f.Reason && ev.ErrorClass != f.Reason,
+		f.Chain != "" && !slices.Contains(ev.Chain, f.Chain):
 		return false
 	}
 	return true
@@ -74,9 +92,12 @@ func list(ctx context.Context, s *store.Store, f Filter) ([]Entry, error) {
 		return nil, fmt.Errorf("list audit: %w", err)
 	}
 	out := []Entry{}
-	err := s.ScanLedger(1, func(seq uint64, raw []byte) error {
+	err := s.ScanLedger(f.FromSeq, func(seq uint64, raw []byte) error {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if f.ToSeq > 0 && seq > f.ToSeq {
+			return errStop
 		}
 		var e Entry
 		if err := json.Unmarshal(raw, &e); err != nil {
@@ -92,11 +113,8 @@ func list(ctx context.Context, s *store.Store, f Filter) ([]Entry, error) {
 		out = append(out, e)
 		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, errStop) {
 		return nil, fmt.Errorf("list audit: %w", err)
 	}
 	return out, nil
 }
-
-// errStop ends a scan early.
-var errStop = errors.New("stop")

@@ -1,91 +1,276 @@
 package audit
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/mcpbroker/mcpbroker/broker/store"
 )
 
-// Verify recomputes the whole hash chain and returns the number of entries
-// checked. On failure the error is a *ChainError (matching ErrChainBroken)
-// naming the first bad sequence number, and n counts the good entries before
-// it. It reads the head (last sequence and hash) first and checks entries up
-// to it, so it may run against a live store.
-//
-// Verify detects altered, removed, reordered or inserted entries and a
-// truncated tail. It cannot detect a rewrite of the whole chain including the
-// head: anchor the head hash outside the store for that.
+// VerifyOptions are what a verifier trusts beyond the ledger itself.
+type VerifyOptions struct {
+	// PublicKey pins the checkpoint signing key. Without it checkpoints are
+	// checked against the key they carry, which proves they were not
+	// altered but not who signed them (Report.KeyPinned is false).
+	PublicKey ed25519.PublicKey
+	// Anchor is a signed Checkpoint kept outside the ledger (AnchorFile or
+	// an operator's copy): the ledger must contain entry Anchor.Seq with
+	// Anchor.Hash, so cutting the tail below it is detected.
+	Anchor *Checkpoint
+}
+
+// Report summarizes a successful verification.
+type Report struct {
+	First       uint64 `json:"first"`       // first sequence number checked (0: empty)
+	Last        uint64 `json:"last"`        // last sequence number checked
+	Entries     uint64 `json:"entries"`     // entries checked
+	Checkpoints int    `json:"checkpoints"` // signed checkpoint entries checked
+	// Signed is the highest sequence number vouched for by a verified
+	// signature (checkpoint entry, compaction base or anchor); entries after
+	// it are chained but unsigned.
+	Signed    uint64 `json:"signed"`
+	KeyPinned bool   `json:"key_pinned"`
+	// Base is the compaction base the first entry follows, if any.
+	Base *Checkpoint `json:"base,omitempty"`
+	// Unanchored is set when the entries start after seq 1 with no signed
+	// base (an export that starts mid-ledger): the first prev is taken as
+	// given.
+	Unanchored bool `json:"unanchored,omitempty"`
+	// Anchored is set when VerifyOptions.Anchor was found in the ledger.
+	Anchored bool `json:"anchored,omitempty"`
+}
+
+// verifier checks entries fed in order. It is the single implementation
+// behind VerifyStore and VerifyJSONL.
+type verifier struct {
+	fileMode bool // entries may start mid-ledger (VerifyJSONL)
+	opts     VerifyOptions
+	rep      Report
+	prev     string // hash of the last good entry
+}
+
+func newVerifier(opts VerifyOptions) *verifier {
+	return &verifier{opts: opts, rep: Report{KeyPinned: opts.PublicKey != nil}}
+}
+
+// start sets what the first entry must follow: a signed base, or nothing
+// (seq 1). An unanchored start is set by startAt.
+func (v *verifier) start(base *Checkpoint) error {
+	if base == nil {
+		return nil
+	}
+	if err := base.Verify(v.opts.PublicKey); err != nil {
+		return &ChainError{Seq: base.Seq + 1, Reason: "compaction base: " + err.Error()}
+	}
+	v.rep.Base = base
+	v.rep.Signed = base.Seq
+	v.rep.Last = base.Seq
+	v.prev = base.Hash
+	return nil
+}
+
+// add checks the raw entry at position seq (as keyed in the store or read
+// from a file).
+func (v *verifier) add(seq uint64, raw []byte) error {
+	var se exportRecord
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&se); err != nil {
+		return &ChainError{Seq: seq, Reason: "malformed entry: " + err.Error()}
+	}
+	if seq == 0 { // a file line: the entry names its own position
+		seq = se.Seq
+	}
+	if v.rep.Entries == 0 && v.rep.Base == nil && seq > 1 && v.unanchoredOK() {
+		v.rep.Unanchored = true
+		v.rep.Last = seq - 1
+		v.prev = se.Prev
+	}
+	want := v.rep.Last + 1
+	switch {
+	case seq < want:
+		return &ChainError{Seq: seq, Reason: fmt.Sprintf("out of order or duplicated: follows seq %d", v.rep.Last)}
+	case seq > want:
+		return &ChainError{Seq: want, Reason: fmt.Sprintf("entry missing (next present is seq %d)", seq)}
+	}
+	if se.Seq != seq {
+		return &ChainError{Seq: seq, Reason: fmt.Sprintf("entry says seq %d", se.Seq)}
+	}
+	if se.Prev != v.prev {
+		return &ChainError{Seq: seq, Reason: "prev does not match the hash of the previous entry"}
+	}
+	if len(se.Event) == 0 {
+		return &ChainError{Seq: seq, Reason: "event missing"}
+	}
+	canon, err := canonicalize(se.Event)
+	if err != nil {
+		return &ChainError{Seq: seq, Reason: "malformed event: " + err.Error()}
+	}
+	var ev Event
+	if err := json.Unmarshal(canon, &ev); err != nil {
+		return &ChainError{Seq: seq, Reason: "malformed event: " + err.Error()}
+	}
+	sum := entryHash(seq, se.Prev, canon)
+	if hex.EncodeToString(sum[:]) != se.Hash {
+		return &ChainError{Seq: seq, Reason: "hash mismatch: entry altered"}
+	}
+	if err := ev.Validate(); err != nil {
+		return &ChainError{Seq: seq, Reason: "invalid event: " + err.Error()}
+	}
+	if cp := ev.Checkpoint; cp != nil {
+		if cp.Seq != seq-1 || cp.Hash != se.Prev {
+			return &ChainError{Seq: seq, Reason: fmt.Sprintf("checkpoint covers seq %d, not the entry before it", cp.Seq)}
+		}
+		if err := cp.Verify(v.opts.PublicKey); err != nil {
+			return &ChainError{Seq: seq, Reason: err.Error()}
+		}
+		v.rep.Checkpoints++
+		v.rep.Signed = cp.Seq
+	}
+	if a := v.opts.Anchor; a != nil && a.Seq == seq {
+		if a.Hash != se.Hash {
+			return &ChainError{Seq: seq, Reason: "hash differs from the signed anchor checkpoint"}
+		}
+		v.rep.Anchored = true
+		v.rep.Signed = max(v.rep.Signed, seq)
+	}
+	if v.rep.Entries == 0 {
+		v.rep.First = seq
+	}
+	v.rep.Entries++
+	v.rep.Last = seq
+	v.prev = se.Hash
+	return nil
+}
+
+func (v *verifier) unanchoredOK() bool { return v.fileMode }
+
+// finish checks the anchor against the end of the ledger.
+func (v *verifier) finish() (Report, error) {
+	if a := v.opts.Anchor; a != nil {
+		if err := a.Verify(v.opts.PublicKey); err != nil {
+			return v.rep, &ChainError{Seq: a.Seq, Reason: "anchor: " + err.Error()}
+		}
+		switch {
+		case a.Seq > v.rep.Last:
+			return v.rep, &ChainError{Seq: v.rep.Last + 1, Reason: fmt.Sprintf("entry missing: tail truncated (the signed anchor vouches for seq %d)", a.Seq)}
+		case v.rep.Base != nil && a.Seq == v.rep.Base.Seq:
+			if a.Hash != v.rep.Base.Hash {
+				return v.rep, &ChainError{Seq: a.Seq, Reason: "compaction base differs from the signed anchor checkpoint"}
+			}
+			v.rep.Anchored = true
+		}
+	}
+	return v.rep, nil
+}
+
+// exportRecord is a ledger entry as exported to JSONL: the stored entry plus
+// the controls it evidences, which are not hashed.
+type exportRecord struct {
+	Seq      uint64          `json:"seq"`
+	Prev     string          `json:"prev"`
+	Hash     string          `json:"hash"`
+	Event    json.RawMessage `json:"event"`
+	Controls []string        `json:"controls,omitempty"`
+}
+
+// Verify recomputes the whole hash chain of the store and returns the number
+// of entries checked. It is VerifyStore with no pinned key or anchor.
 func Verify(s *store.Store) (n uint64, err error) {
+	rep, err := VerifyStore(s, VerifyOptions{})
+	return rep.Entries, err
+}
+
+// VerifyStore recomputes the chain and checks every checkpoint in s. On
+// failure the error is a *ChainError (matching ErrChainBroken) naming the
+// first bad sequence number. It reads the head (last sequence and hash)
+// first and checks entries up to it, so it may run against a live store.
+//
+// It detects altered, removed, reordered or inserted entries; a truncated
+// tail when the store's head was left alone, or below opts.Anchor however
+// the store was edited; and forged checkpoints (with opts.PublicKey, forged
+// by anyone but the key holder). A compacted ledger must start right after
+// its signed base.
+func VerifyStore(s *store.Store, opts VerifyOptions) (Report, error) {
 	headSeq, headHash, err := s.LedgerHead()
 	if err != nil {
-		return 0, fmt.Errorf("verify audit: %w", err)
+		return Report{}, fmt.Errorf("verify audit: %w", err)
 	}
-	prev := ""
+	v := newVerifier(opts)
+	rawBase, err := s.LedgerBase()
+	if err != nil {
+		return Report{}, fmt.Errorf("verify audit: %w", err)
+	}
+	if rawBase != nil {
+		var base Checkpoint
+		if err := json.Unmarshal(rawBase, &base); err != nil {
+			return v.rep, &ChainError{Seq: 1, Reason: "malformed compaction base: " + err.Error()}
+		}
+		if err := v.start(&base); err != nil {
+			return v.rep, err
+		}
+	}
 	scanErr := s.ScanLedger(1, func(seq uint64, raw []byte) error {
 		if seq > headSeq {
 			return errStop
 		}
-		if seq != n+1 {
-			return &ChainError{Seq: n + 1, Reason: "entry missing"}
+		if v.rep.Base != nil && seq <= v.rep.Base.Seq {
+			return nil // covered by the base: left over from an interrupted compaction
 		}
-		if reason := checkEntry(seq, prev, raw); reason != "" {
-			return &ChainError{Seq: seq, Reason: reason}
-		}
-		var se storedEntry
-		_ = json.Unmarshal(raw, &se) // checked by checkEntry
-		prev = se.Hash
-		n = seq
-		return nil
+		return v.add(seq, raw)
 	})
 	if scanErr != nil && !errors.Is(scanErr, errStop) {
 		var ce *ChainError
 		if errors.As(scanErr, &ce) {
-			return n, ce
+			return v.rep, ce
 		}
-		return n, fmt.Errorf("verify audit: %w", scanErr)
+		return v.rep, fmt.Errorf("verify audit: %w", scanErr)
 	}
-	if n != headSeq {
-		return n, &ChainError{Seq: n + 1, Reason: fmt.Sprintf("entry missing: ledger head is seq %d", headSeq)}
+	if v.rep.Last != headSeq {
+		return v.rep, &ChainError{Seq: v.rep.Last + 1, Reason: fmt.Sprintf("entry missing: ledger head is seq %d", headSeq)}
 	}
-	if n > 0 && hex.EncodeToString(headHash) != prev {
-		return n - 1, &ChainError{Seq: n, Reason: "hash does not match the ledger head"}
+	if headSeq > 0 && hex.EncodeToString(headHash) != v.prev {
+		return v.rep, &ChainError{Seq: headSeq, Reason: "hash does not match the ledger head"}
 	}
-	return n, nil
+	return v.finish()
 }
 
-// checkEntry returns why the stored entry raw at seq, following an entry
-// with hash prev, is invalid, or "".
-func checkEntry(seq uint64, prev string, raw []byte) string {
-	var se storedEntry
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&se); err != nil {
-		return "malformed entry: " + err.Error()
+// VerifyJSONL verifies a ledger export or compaction archive (one entry per
+// line, as written by Export). A file that starts after seq 1 is checked
+// from its first line on, with that line's prev taken as given
+// (Report.Unanchored). Blank lines are skipped.
+func VerifyJSONL(r io.Reader, opts VerifyOptions) (Report, error) {
+	v := newVerifier(opts)
+	v.fileMode = true
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
+	line := 0
+	for sc.Scan() {
+		line++
+		b := bytes.TrimSpace(sc.Bytes())
+		if len(b) == 0 {
+			continue
+		}
+		if err := v.add(0, b); err != nil {
+			var ce *ChainError
+			if errors.As(err, &ce) && ce.Seq == 0 {
+				ce.Seq = v.rep.Last + 1
+				ce.Reason = fmt.Sprintf("line %d: %s", line, ce.Reason)
+			}
+			return v.rep, err
+		}
 	}
-	if se.Seq != seq {
-		return fmt.Sprintf("entry says seq %d", se.Seq)
+	if err := sc.Err(); err != nil {
+		return v.rep, fmt.Errorf("verify audit file: line %d: %w", line+1, err)
 	}
-	if se.Prev != prev {
-		return "prev does not match the hash of the previous entry"
-	}
-	if len(se.Event) == 0 {
-		return "event missing"
-	}
-	canon, err := canonicalize(se.Event)
-	if err != nil {
-		return "malformed event: " + err.Error()
-	}
-	var ev Event
-	if err := json.Unmarshal(canon, &ev); err != nil {
-		return "malformed event: " + err.Error()
-	}
-	sum := entryHash(seq, prev, canon)
-	if hex.EncodeToString(sum[:]) != se.Hash {
-		return "hash mismatch: entry altered"
-	}
-	return ""
+	return v.finish()
 }
+
+// errStop ends a scan early.
+var errStop = errors.New("stop")
