@@ -15,9 +15,9 @@ func TestSuggest(t *testing.T) {
 		{Time: at.Add(time.Minute), Principals: []string{`Broker::User::"alice"`, coder}, Action: ActionCallTool, Server: "notes", Target: "notes__read_note", Decision: "allow", ArgsDigest: "h2"},
 		{Time: at.Add(2 * time.Minute), Principals: []string{`Broker::User::"alice"`, coder}, Action: ActionCallTool, Server: "notes", Target: "notes__write_note", Decision: "needs_approval"},
 		{Time: at.Add(3 * time.Minute), Principals: []string{`Broker::Workload::"spiffe://example.org/ci"`, coder}, Action: ActionReadResource, Server: "notes", Target: "note://x\n// injected", Decision: "deny"},
-		{Time: at, Principals: []string{"<invalid request>"}, Action: ActionCallTool, Server: "notes", Target: "x"},       // skipped
-		{Time: at, Principals: []string{`Broker::User::"a"`}, Action: ActionListTools, Server: "notes", Target: "x"},       // skipped
-		{Time: at, Principals: []string{`Broker::User::"a"`}, Action: ActionCallTool, Server: "", Target: "notes__x"},      // skipped
+		{Time: at, Principals: []string{"<invalid request>"}, Action: ActionCallTool, Server: "notes", Target: "x"},          // skipped
+		{Time: at, Principals: []string{`Broker::User::"a"`}, Action: ActionListTools, Server: "notes", Target: "x"},         // skipped
+		{Time: at, Principals: []string{`Broker::User::"a"`}, Action: ActionCallTool, Server: "", Target: "notes__x"},        // skipped
 		{Time: at, Principals: []string{`Broker::Team::"eng"`}, Action: ActionCallTool, Server: "notes", Target: "notes__x"}, // skipped
 	}
 	text, err := Suggest(obs, SuggestOptions{})
