@@ -71,6 +71,13 @@ type Broker struct {
 	mcp      *server.MCPServer
 	relay    *relay
 
+	tasks        *agents.Tasks
+	chains       *agents.Chains
+	sessionTasks sessionTasks
+	defaultMu    sync.Mutex
+	defaults     map[string]string // identity key hash -> default task ID
+	serverAgents map[string]string // server name -> its agent SPIFFE ID
+
 	maxBody        int64
 	callTimeout    time.Duration
 	listenAddr     string
@@ -138,6 +145,15 @@ func New(cfg Config, opts Options) (b *Broker, err error) {
 	}
 	b.sessions = agents.NewSessions(time.Hour, nil)
 	b.relay = newRelay()
+	b.tasks = agents.NewTasks(b.store, b.now)
+	b.chains = agents.NewChains()
+	b.defaults = map[string]string{}
+	b.serverAgents = map[string]string{}
+	for _, s := range cfg.Servers {
+		if s.Agent != "" {
+			b.serverAgents[s.Name] = s.Agent
+		}
+	}
 
 	specs, err := b.specs()
 	if err != nil {
@@ -276,7 +292,10 @@ func (b *Broker) serveHTTP(ctx context.Context) error {
 		server.WithEventStore(server.NewInMemoryEventStore()),
 		server.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
 			if id, ok := agents.FromContext(r.Context()); ok {
-				return agents.WithIdentity(ctx, id)
+				ctx = agents.WithIdentity(ctx, id)
+			}
+			if p, ok := r.Context().Value(presentedKey{}).(presented); ok {
+				ctx = context.WithValue(ctx, presentedKey{}, p)
 			}
 			return ctx
 		}),

@@ -43,6 +43,8 @@ type Config struct {
 	LogLevel string         `yaml:"log_level"`
 	Identity IdentityConfig `yaml:"identity"`
 	Servers  []ServerConfig `yaml:"servers"`
+	// Agents is the registry of known agents (see config_agents.go).
+	Agents []AgentConfig `yaml:"agents"`
 
 	// demo marks the built-in demo configuration: in-process demo servers
 	// and the embedded demo policies. Set only by DemoConfig.
@@ -99,6 +101,10 @@ type ServerConfig struct {
 	ProtocolVersion string `yaml:"protocol_version"`
 	// RiskTags are attached to every tool of this server for policy.
 	RiskTags []string `yaml:"risk_tags"`
+	// Agent, if set, says this downstream server is itself an agent with
+	// this SPIFFE ID: calls forwarded to it carry a chain token, and when
+	// it calls tools through the broker it acts as a child of the caller.
+	Agent string `yaml:"agent"`
 
 	// inProcess names a built-in demo server; set only by DemoConfig.
 	inProcess string
@@ -185,6 +191,10 @@ func DemoConfig() Config {
 		DefaultInitiator: "dev",
 		DefaultTenant:    "demo",
 	}
+	c.Agents = []AgentConfig{{
+		ID: "spiffe://demo.local/agent/dev", Classes: []string{"demo"}, MaxDepth: 4,
+		DefaultTask: &DefaultTaskConfig{Tools: []string{"*"}, TTL: Duration(24 * time.Hour), Purpose: "demo default task"},
+	}}
 	c.Servers = []ServerConfig{
 		{Name: "notes", Transport: "in-process", Trusted: true, inProcess: "notes"},
 		{Name: "payments", Transport: "in-process", Trusted: true, inProcess: "payments"},
@@ -376,6 +386,7 @@ func (c *Config) Validate() error {
 			add("%s.protocol_version: %q is not a known MCP version", where, s.ProtocolVersion)
 		}
 	}
+	errs = append(errs, c.validateAgents()...)
 	return errors.Join(errs...)
 }
 

@@ -60,8 +60,8 @@ func (b *Broker) newMCPServer() *server.MCPServer {
 		b.log.Info("request rejected", "method", method, "err", err)
 	})
 	// tools/list shows an agent only what policy could allow it.
-	hooks.AddAfterListTools(func(ctx context.Context, _ any, _ *mcp.ListToolsRequest, res *mcp.ListToolsResult) {
-		res.Tools = b.visibleTools(ctx, res.Tools)
+	hooks.AddAfterListTools(func(ctx context.Context, _ any, req *mcp.ListToolsRequest, res *mcp.ListToolsResult) {
+		res.Tools = b.visibleTools(ctx, req, res.Tools)
 	})
 	return server.NewMCPServer("mcpbroker", b.version,
 		server.WithToolCapabilities(true),
@@ -79,28 +79,45 @@ func (b *Broker) newMCPServer() *server.MCPServer {
 	)
 }
 
-// visibleTools filters a tools/list result to what policy could allow the
-// caller; without an identity nothing is visible.
-func (b *Broker) visibleTools(ctx context.Context, in []mcp.Tool) []mcp.Tool {
+// visibleTools filters a tools/list result to what the caller's task
+// allows and policy could allow it; without an identity, or with a task or
+// chain that does not resolve, nothing is visible.
+func (b *Broker) visibleTools(ctx context.Context, req *mcp.ListToolsRequest, in []mcp.Tool) []mcp.Tool {
 	id, ok := agents.FromContext(ctx)
 	if !ok {
 		return []mcp.Tool{}
 	}
+	session := ""
+	if s := server.ClientSessionFromContext(ctx); s != nil {
+		session = s.SessionID()
+	}
+	var meta *mcp.Meta
+	if req != nil {
+		meta = req.Params.Meta
+	}
+	a, err := b.resolve(ctx, id, session, meta)
+	if err != nil {
+		b.log.Info("tools/list: task or chain refused", "agent", id.Agent, "err", err)
+		return []mcp.Tool{}
+	}
+	chain := b.policyChain(a)
+	task := b.taskContext(a)
 	snap := b.pool.Snapshot()
 	out := make([]mcp.Tool, 0, len(in))
 	for _, t := range in {
-		ct, ok := snap.Tool(t.Name)
-		if !ok {
+		if !a.allowsTool(t.Name) {
+			continue
+		}
+		target := policies.Target{Kind: policies.TargetTool, Server: brokerServer, Name: strings.TrimPrefix(t.Name, "broker__"), Exposed: t.Name}
+		if ct, ok := snap.Tool(t.Name); ok {
+			target = policies.Target{Kind: policies.TargetTool, Server: ct.Server, Name: ct.Name, Exposed: ct.Exposed,
+				ReadOnly: ct.ReadOnly, Destructive: ct.Destructive, Idempotent: ct.Idempotent, OpenWorld: ct.OpenWorld, RiskTags: ct.RiskTags}
+		} else if t.Name != toolDelegate && t.Name != toolTask {
 			continue
 		}
 		if b.engine.Visible(policies.Request{
-			CallID:    "list",
-			Action:    policies.ActionCallTool,
-			Initiator: policies.Initiator{Kind: policies.InitiatorKind(id.InitiatorKind), ID: id.Initiator, Tenant: id.Tenant, Groups: id.Groups},
-			Chain:     []policies.Agent{{ID: id.Agent, Classes: id.AgentClasses}},
-			Target: policies.Target{Kind: policies.TargetTool, Server: ct.Server, Name: ct.Name, Exposed: ct.Exposed,
-				ReadOnly: ct.ReadOnly, Destructive: ct.Destructive, Idempotent: ct.Idempotent, OpenWorld: ct.OpenWorld, RiskTags: ct.RiskTags},
-			Now: b.now(),
+			CallID: "list", Action: policies.ActionCallTool, Initiator: a.initiator, Chain: chain,
+			Target: target, Now: b.now(), Task: task,
 		}) {
 			out = append(out, t)
 		}
@@ -116,7 +133,7 @@ func (b *Broker) applyCatalog(s *tools.Snapshot) {
 	defer b.catMu.Unlock()
 
 	toolSum := sha256.New()
-	var st []server.ServerTool
+	st := b.brokerTools()
 	for _, t := range s.Tools {
 		if err := mcp.ValidateParamHeaderAnnotations(&t.Def); err != nil {
 			b.log.Warn("downstream tool withheld: invalid x-mcp-header annotations", "tool", t.Exposed, "err", err)
@@ -286,7 +303,7 @@ func (b *Broker) guard(next http.Handler) http.Handler {
 			writeRPCError(w, http.StatusUnauthorized, nil, mcp.INVALID_REQUEST, "authentication required")
 			return
 		}
-		ctx := agents.WithIdentity(r.Context(), id)
+		ctx := withPresented(agents.WithIdentity(r.Context(), id), r)
 
 		sid := r.Header.Get(server.HeaderKeySessionID)
 		if sid != "" {

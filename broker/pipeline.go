@@ -26,12 +26,13 @@ type call struct {
 	target   policies.Target
 	args     tools.Args
 	start    time.Time
+	acting   *acting // task and chain; nil if refused before resolution
 }
 
 // admit runs identity → policy → decision record for one request. It
 // always returns the call (with its ID); a non-empty reason means the call
 // was refused, and the refusal is already recorded and logged.
-func (b *Broker) admit(ctx context.Context, method string, action policies.Action, target policies.Target, rawArgs []byte) (*call, Reason) {
+func (b *Broker) admit(ctx context.Context, method string, action policies.Action, target policies.Target, rawArgs []byte, meta *mcp.Meta) (*call, Reason) {
 	c := &call{id: newCallID(), method: method, target: target, start: time.Now()}
 	if s := server.ClientSessionFromContext(ctx); s != nil {
 		c.session = s.SessionID()
@@ -56,15 +57,38 @@ func (b *Broker) admit(ctx context.Context, method string, action policies.Actio
 		return c, ReasonInvalidArguments
 	}
 	c.args = args
+	a, err := b.resolve(ctx, id, c.session, meta)
+	if err != nil {
+		reason := taskReason(err)
+		b.recordDecision(ctx, c, nil, reason, err.Error())
+		log.Info("call refused: task or chain", "agent", id.Agent, "reason", reason, "err", err)
+		return c, reason
+	}
+	c.acting = a
+	if action == policies.ActionCallTool && !a.allowsTool(target.Exposed) {
+		err := fmt.Errorf("%w: %s is not among the task's tools %v", agents.ErrOutsideTask, target.Exposed, a.task.Tools)
+		b.recordDecision(ctx, c, nil, ReasonOutsideTask, err.Error())
+		log.Info("call refused: outside the task", "agent", id.Agent, "task", a.task.ID)
+		return c, ReasonOutsideTask
+	}
 	dec := b.engine.Decide(policies.Request{
 		CallID:    c.id,
 		Action:    action,
-		Initiator: policies.Initiator{Kind: policies.InitiatorKind(id.InitiatorKind), ID: id.Initiator, Tenant: id.Tenant, Groups: id.Groups},
-		Chain:     []policies.Agent{{ID: id.Agent, Classes: id.AgentClasses}},
+		Initiator: a.initiator,
+		Chain:     b.policyChain(a),
 		Target:    target,
 		Args:      args.Fields,
 		Now:       b.now(),
+		Task:      b.taskContext(a),
 	})
+	if dec.Outcome == policies.Allow && a.task != nil && action == policies.ActionCallTool && target.Server != brokerServer {
+		if err := b.tasks.Spend(a.task); err != nil {
+			reason := taskReason(err)
+			b.recordDecision(ctx, c, &dec, reason, err.Error())
+			log.Info("call refused: task budget", "agent", id.Agent, "task", a.task.ID, "err", err)
+			return c, reason
+		}
+	}
 	reason := Reason("")
 	switch dec.Outcome {
 	case policies.Allow:
@@ -88,6 +112,37 @@ func (b *Broker) admit(ctx context.Context, method string, action policies.Actio
 	return c, ""
 }
 
+func (c *call) initiatorID() string {
+	if c.acting != nil {
+		return c.acting.initiator.ID
+	}
+	return c.identity.Initiator
+}
+
+func (c *call) tenant() string {
+	if c.acting != nil {
+		return c.acting.initiator.Tenant
+	}
+	return c.identity.Tenant
+}
+
+func (c *call) chain() []string {
+	if c.acting != nil {
+		return c.acting.fullChain()
+	}
+	if c.identity.Agent == "" {
+		return nil
+	}
+	return []string{c.identity.Agent}
+}
+
+func (c *call) taskID() string {
+	if c.acting != nil && c.acting.task != nil {
+		return c.acting.task.ID
+	}
+	return ""
+}
+
 // recordDecision writes the call.decided record. With dec nil the call was
 // refused before policy (reason says why).
 func (b *Broker) recordDecision(ctx context.Context, c *call, dec *policies.Decision, reason Reason, detail string) error {
@@ -96,9 +151,10 @@ func (b *Broker) recordDecision(ctx context.Context, c *call, dec *policies.Deci
 		CallID:    c.id,
 		Session:   c.session,
 		Agent:     c.identity.Agent,
-		Initiator: c.identity.Initiator,
-		Tenant:    c.identity.Tenant,
-		Chain:     []string{c.identity.Agent},
+		Initiator: c.initiatorID(),
+		Tenant:    c.tenant(),
+		Chain:     c.chain(),
+		Task:      c.taskID(),
 		Method:    c.method,
 		Server:    c.target.Server,
 		Target:    c.target.Exposed,
@@ -132,9 +188,10 @@ func (b *Broker) complete(ctx context.Context, c *call, status string, class Rea
 		CallID:     c.id,
 		Session:    c.session,
 		Agent:      c.identity.Agent,
-		Initiator:  c.identity.Initiator,
-		Tenant:     c.identity.Tenant,
-		Chain:      []string{c.identity.Agent},
+		Initiator:  c.initiatorID(),
+		Tenant:     c.tenant(),
+		Chain:      c.chain(),
+		Task:       c.taskID(),
 		Method:     c.method,
 		Server:     c.target.Server,
 		Target:     c.target.Exposed,
@@ -205,10 +262,12 @@ func (b *Broker) toolHandler(t tools.Tool) server.ToolHandlerFunc {
 		if raw == nil && req.Params.Arguments != nil {
 			raw, _ = json.Marshal(req.Params.Arguments)
 		}
-		c, reason := b.admit(ctx, "tools/call", policies.ActionCallTool, target, raw)
+		c, reason := b.admit(ctx, "tools/call", policies.ActionCallTool, target, raw, req.Params.Meta)
 		if reason != "" {
 			return refusal(reason, c.id), nil
 		}
+		ctx, release := b.chainMeta(ctx, c, t)
+		defer release()
 		if server.IsModernRequest(ctx) {
 			return b.forwardParked(ctx, c, &t, raw, req.Params.Meta)
 		}
@@ -248,7 +307,7 @@ func (b *Broker) resourceHandler(serverName string, r *tools.Resource) server.Re
 		uri := req.Params.URI
 		target := policies.Target{Kind: policies.TargetResource, Server: serverName, Name: uri, Exposed: uri,
 			ReadOnly: true, Idempotent: true}
-		c, reason := b.admit(ctx, "resources/read", policies.ActionReadResource, target, nil)
+		c, reason := b.admit(ctx, "resources/read", policies.ActionReadResource, target, nil, req.Params.Meta)
 		if reason != "" {
 			return nil, refusalError(reason, c.id)
 		}
@@ -274,7 +333,7 @@ func (b *Broker) promptHandler(p tools.Prompt) server.PromptHandlerFunc {
 		ReadOnly: true, Idempotent: true}
 	return func(ctx context.Context, req mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
 		raw, _ := json.Marshal(req.Params.Arguments)
-		c, reason := b.admit(ctx, "prompts/get", policies.ActionGetPrompt, target, raw)
+		c, reason := b.admit(ctx, "prompts/get", policies.ActionGetPrompt, target, raw, req.Params.Meta)
 		if reason != "" {
 			return nil, refusalError(reason, c.id)
 		}

@@ -31,3 +31,17 @@ func callerFrom(ctx context.Context) (Caller, bool) {
 	c, ok := ctx.Value(callerKey{}).(Caller)
 	return c, ok && c != nil
 }
+
+type extraMetaKey struct{}
+
+// WithExtraMeta returns ctx asking that the downstream request carry these
+// _meta fields (the broker's own, such as a chain token). Unlike the
+// agent's _meta, which is filtered, they are sent as given.
+func WithExtraMeta(ctx context.Context, m map[string]any) context.Context {
+	return context.WithValue(ctx, extraMetaKey{}, m)
+}
+
+func extraMeta(ctx context.Context) map[string]any {
+	m, _ := ctx.Value(extraMetaKey{}).(map[string]any)
+	return m
+}

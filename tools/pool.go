@@ -205,7 +205,7 @@ func (p *Pool) CallTool(ctx context.Context, t *Tool, args []byte, meta *mcp.Met
 	req := mcp.CallToolRequest{}
 	req.Params.Name = t.Name
 	req.Params.RawArguments = args
-	req.Params.Meta = outboundMeta(meta, tok)
+	req.Params.Meta = withExtra(outboundMeta(meta, tok), extraMeta(ctx))
 	res, err := c.CallTool(ctx, req)
 	if err != nil && isTransportError(err) && ctx.Err() == nil {
 		d.kick()
@@ -349,4 +349,20 @@ func outboundMeta(in *mcp.Meta, tok mcp.ProgressToken) *mcp.Meta {
 		}
 	}
 	return out
+}
+
+func withExtra(m *mcp.Meta, extra map[string]any) *mcp.Meta {
+	if len(extra) == 0 {
+		return m
+	}
+	if m == nil {
+		m = &mcp.Meta{}
+	}
+	if m.AdditionalFields == nil {
+		m.AdditionalFields = make(map[string]any, len(extra))
+	}
+	for k, v := range extra {
+		m.AdditionalFields[k] = v
+	}
+	return m
 }

@@ -1,0 +1,193 @@
+package agents
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// TaskStore persists tasks and their call counters. broker/store
+// implements it; agents never imports the store.
+type TaskStore interface {
+	PutTask(t *Task) error
+	GetTask(id string) (*Task, error) // ErrUnknownTask if absent
+	TaskByHandle(hash string) (*Task, error)
+	ListTasks() ([]*Task, error)
+	// SpendCalls adds one call to every task in ids if none would exceed
+	// its limit (limits[i] <= 0: no limit), atomically; it returns
+	// ErrBudget naming the exhausted task otherwise.
+	SpendCalls(ids []string, limits []int64) error
+	CallCount(id string) (int64, error)
+}
+
+// Tasks is the task service: grants, lookups, delegation, budgets and
+// revocation, on a TaskStore.
+type Tasks struct {
+	store TaskStore
+	now   func() time.Time
+}
+
+// NewTasks returns a task service.
+func NewTasks(s TaskStore, now func() time.Time) *Tasks {
+	if now == nil {
+		now = time.Now
+	}
+	return &Tasks{store: s, now: now}
+}
+
+// Grant stores t (filling ID, creation time) and returns its handle: the
+// only time the handle exists outside the caller.
+func (ts *Tasks) Grant(t Task) (string, *Task, error) {
+	if t.ID == "" {
+		t.ID = NewTaskID()
+	}
+	if t.CreatedAt.IsZero() {
+		t.CreatedAt = ts.now()
+	}
+	if t.InitiatorKind == "" {
+		t.InitiatorKind = InitiatorUser
+	}
+	if t.Source == "" {
+		t.Source = "grant"
+	}
+	if err := t.Validate(); err != nil {
+		return "", nil, fmt.Errorf("invalid task: %w", err)
+	}
+	handle, hash := NewHandle()
+	t.HandleHash = hash
+	if err := ts.store.PutTask(&t); err != nil {
+		return "", nil, fmt.Errorf("store task: %w", err)
+	}
+	return handle, &t, nil
+}
+
+// Get returns a task by ID.
+func (ts *Tasks) Get(id string) (*Task, error) { return ts.store.GetTask(id) }
+
+// List returns every task.
+func (ts *Tasks) List() ([]*Task, error) { return ts.store.ListTasks() }
+
+// Resolve finds the task a handle names and checks that agent may use it
+// and that it (and every ancestor) is live.
+func (ts *Tasks) Resolve(handle, agent string) (*Task, error) {
+	t, err := ts.store.TaskByHandle(HashHandle(handle))
+	if err != nil {
+		return nil, err
+	}
+	if !t.ForAgent(agent) {
+		return nil, fmt.Errorf("%w: task %s is for %s, presented by %s", ErrOutsideTask, t.ID, t.Agent, agent)
+	}
+	if err := ts.Check(t); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Ancestry returns t and its ancestors, t first.
+func (ts *Tasks) Ancestry(t *Task) ([]*Task, error) {
+	out := []*Task{t}
+	seen := map[string]bool{t.ID: true}
+	for cur := t; cur.Parent != ""; {
+		p, err := ts.store.GetTask(cur.Parent)
+		if err != nil {
+			return nil, fmt.Errorf("parent of %s: %w", cur.ID, err)
+		}
+		if seen[p.ID] {
+			return nil, fmt.Errorf("task %s: parent cycle", t.ID)
+		}
+		seen[p.ID] = true
+		out = append(out, p)
+		cur = p
+	}
+	return out, nil
+}
+
+// Check reports whether t and all its ancestors are unrevoked and
+// unexpired: revoking or expiring a task ends its descendants.
+func (ts *Tasks) Check(t *Task) error {
+	anc, err := ts.Ancestry(t)
+	if err != nil {
+		return err
+	}
+	now := ts.now()
+	for _, a := range anc {
+		if err := a.Live(now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Spend takes one call from t's budget and every ancestor's.
+func (ts *Tasks) Spend(t *Task) error {
+	anc, err := ts.Ancestry(t)
+	if err != nil {
+		return err
+	}
+	ids := make([]string, len(anc))
+	limits := make([]int64, len(anc))
+	for i, a := range anc {
+		ids[i], limits[i] = a.ID, a.MaxCalls
+	}
+	return ts.store.SpendCalls(ids, limits)
+}
+
+// Remaining is the number of calls t may still make (the least over its
+// ancestry), or -1 if nothing bounds it.
+func (ts *Tasks) Remaining(t *Task) (int64, error) {
+	anc, err := ts.Ancestry(t)
+	if err != nil {
+		return 0, err
+	}
+	rem := int64(-1)
+	for _, a := range anc {
+		if a.MaxCalls <= 0 {
+			continue
+		}
+		n, err := ts.store.CallCount(a.ID)
+		if err != nil {
+			return 0, err
+		}
+		left := max(a.MaxCalls-n, 0)
+		if rem < 0 || left < rem {
+			rem = left
+		}
+	}
+	return rem, nil
+}
+
+// Delegate creates a sub-task of parent for req.Agent, narrowed by Narrow,
+// and returns its handle.
+func (ts *Tasks) Delegate(parent *Task, delegator string, req SubTask, maxDepth int) (string, *Task, error) {
+	if err := ts.Check(parent); err != nil {
+		return "", nil, err
+	}
+	rem, err := ts.Remaining(parent)
+	if err != nil {
+		return "", nil, err
+	}
+	child, err := Narrow(parent, delegator, req, rem, maxDepth, ts.now())
+	if err != nil {
+		return "", nil, err
+	}
+	return ts.Grant(*child)
+}
+
+// Revoke ends a task now; its descendants end at their next call.
+func (ts *Tasks) Revoke(id string) (*Task, error) {
+	t, err := ts.store.GetTask(id)
+	if err != nil {
+		return nil, err
+	}
+	if t.RevokedAt != nil {
+		return t, nil
+	}
+	now := ts.now()
+	t.RevokedAt = &now
+	if err := ts.store.PutTask(t); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+var _ = errors.New

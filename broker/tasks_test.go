@@ -1,0 +1,356 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/mcpbroker/mcpbroker/agents"
+	"github.com/mcpbroker/mcpbroker/broker/audit"
+)
+
+const (
+	planner    = "spiffe://t.local/agent/planner"
+	researcher = "spiffe://t.local/agent/researcher"
+	coder      = "spiffe://t.local/agent/coder"
+)
+
+// chainRig is a broker with a "kv" tool server, a "research" server that is
+// itself an agent calling back through the broker, and dev tokens for three
+// agents.
+type chainRig struct {
+	b   *Broker
+	url string
+	dir string
+	// researcherCalls is what the researcher saw when it called back.
+	mu      sync.Mutex
+	results []string
+}
+
+func kvServer() *server.MCPServer {
+	s := server.NewMCPServer("kv", "1")
+	ro := true
+	get := mcp.NewTool("get", mcp.WithString("key"))
+	get.Annotations.ReadOnlyHint = &ro
+	s.AddTool(get, func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return mcp.NewToolResultText("value of " + req.GetString("key", "")), nil
+	})
+	s.AddTool(mcp.NewTool("put", mcp.WithString("key")), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return mcp.NewToolResultText("stored"), nil
+	})
+	s.AddTool(mcp.NewTool("drop"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return mcp.NewToolResultText("dropped"), nil
+	})
+	return s
+}
+
+// researchServer's "ask" tool calls kv__<tool> through the broker as the
+// researcher, presenting the chain token it was given.
+func (r *chainRig) researchServer(token string) *server.MCPServer {
+	s := server.NewMCPServer("research", "1")
+	s.AddTool(mcp.NewTool("ask", mcp.WithString("tool"), mcp.WithString("forge")), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		chain := ""
+		if req.Params.Meta != nil {
+			chain, _ = req.Params.Meta.AdditionalFields[MetaChain].(string)
+		}
+		if f := req.GetString("forge", ""); f != "" {
+			chain = f
+		}
+		hdr := map[string]string{"Authorization": "Bearer " + token}
+		if chain != "" {
+			hdr[HeaderChain] = chain
+		}
+		tr, _ := transport.NewStreamableHTTP(r.url, transport.WithHTTPHeaders(hdr))
+		c := client.NewClient(tr, client.WithProtocolVersion(mcp.ProtocolVersion20251125))
+		defer c.Close()
+		if err := c.Start(ctx); err != nil {
+			return nil, err
+		}
+		if _, err := c.Initialize(ctx, mcp.InitializeRequest{}); err != nil {
+			return nil, err
+		}
+		creq := mcp.CallToolRequest{}
+		creq.Params.Name = req.GetString("tool", "kv__get")
+		creq.Params.Arguments = map[string]any{"key": "k"}
+		res, err := c.CallTool(ctx, creq)
+		if err != nil {
+			return nil, err
+		}
+		out := text(res)
+		if res.IsError {
+			out = "ERROR " + out
+		}
+		r.mu.Lock()
+		r.results = append(r.results, out)
+		r.mu.Unlock()
+		return mcp.NewToolResultText(out), nil
+	})
+	return s
+}
+
+func newChainRig(t *testing.T, policy string) *chainRig {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "p.cedar"), []byte(policy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, tok := range map[string]string{"PLANNER_TOK": "planner-token-1", "RESEARCHER_TOK": "researcher-token-1", "CODER_TOK": "coder-token-1"} {
+		t.Setenv(name, tok)
+	}
+	r := &chainRig{}
+	cfg := Defaults()
+	cfg.Policies = dir
+	cfg.Identity = IdentityConfig{Mode: "dev", Tokens: []DevToken{
+		{TokenEnv: "PLANNER_TOK", Agent: planner, Initiator: "alice"},
+		{TokenEnv: "RESEARCHER_TOK", Agent: researcher, Initiator: "mallory"},
+		{TokenEnv: "CODER_TOK", Agent: coder, Initiator: "alice"},
+	}}
+	cfg.Agents = []AgentConfig{
+		{ID: planner, Classes: []string{"planner"}, MaxDepth: 3},
+		{ID: researcher, Classes: []string{"research"}, DefaultTask: &DefaultTaskConfig{Tools: []string{"kv__get", "kv__put"}, TTL: Duration(time.Hour)}},
+		{ID: coder, Classes: []string{"coding"}, MaxDepth: 2},
+	}
+	cfg.Servers = []ServerConfig{
+		{Name: "kv", Transport: "in-process", inProcess: "kv", Trusted: true},
+		{Name: "research", Transport: "in-process", inProcess: "research", Agent: researcher},
+	}
+	cfg.inProcess = map[string]*server.MCPServer{"kv": kvServer(), "research": r.researchServer("researcher-token-1")}
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	r.dir = cfg.DataDir
+	ready := make(chan string, 1)
+	b, err := New(cfg, Options{Logger: testLogger(t), Version: "test", Ready: func(u string) { ready <- u }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.b = b
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Error("broker did not stop")
+		}
+	})
+	select {
+	case r.url = <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	return r
+}
+
+// agent connects as token, presenting handle (if any) as a header.
+func (r *chainRig) agent(t *testing.T, token, handle string) *client.Client {
+	t.Helper()
+	hdr := map[string]string{"Authorization": "Bearer " + token}
+	if handle != "" {
+		hdr[HeaderTask] = handle
+	}
+	tr, _ := transport.NewStreamableHTTP(r.url, transport.WithHTTPHeaders(hdr))
+	c := client.NewClient(tr, client.WithProtocolVersion(mcp.ProtocolVersion20251125))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Initialize(ctx, mcp.InitializeRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func reasonOf(res *mcp.CallToolResult) string {
+	if res.Meta == nil {
+		return ""
+	}
+	s, _ := res.Meta.AdditionalFields["io.mcpbroker/reason"].(string)
+	return s
+}
+
+const permitAll = `
+@id("users") permit (principal is Broker::User, action, resource);
+@id("agents") permit (principal is Broker::Agent, action, resource);
+`
+
+func grant(t *testing.T, r *chainRig, tk agents.Task) string {
+	t.Helper()
+	if tk.ExpiresAt.IsZero() {
+		tk.ExpiresAt = time.Now().Add(time.Hour)
+	}
+	if tk.Initiator == "" {
+		tk.Initiator = "alice"
+	}
+	h, _, err := r.b.tasks.Grant(tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func TestTaskBoundary(t *testing.T) {
+	r := newChainRig(t, permitAll)
+	h := grant(t, r, agents.Task{Agent: planner, Tools: []string{"kv__get"}, MaxCalls: 2, Purpose: "read"})
+	c := r.agent(t, "planner-token-1", h)
+
+	lt, err := c.ListTools(context.Background(), mcp.ListToolsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tl := range lt.Tools {
+		names = append(names, tl.Name)
+	}
+	if got := strings.Join(names, ","); strings.Contains(got, "kv__put") || !strings.Contains(got, "kv__get") {
+		t.Errorf("tools/list in task = %s", got)
+	}
+	if res := callTool(t, c, "kv__put", map[string]any{"key": "k"}); reasonOf(res) != string(ReasonOutsideTask) {
+		t.Errorf("put outside the task: %q", text(res))
+	}
+	for i := range 2 {
+		if res := callTool(t, c, "kv__get", map[string]any{"key": "k"}); res.IsError {
+			t.Fatalf("get %d: %q", i, text(res))
+		}
+	}
+	if res := callTool(t, c, "kv__get", map[string]any{"key": "k"}); reasonOf(res) != string(ReasonOutsideTask) {
+		t.Errorf("third call over a budget of 2: %q", text(res))
+	}
+
+	// Another agent presenting the planner's handle is refused.
+	other := r.agent(t, "coder-token-1", h)
+	if res := callTool(t, other, "kv__get", map[string]any{"key": "k"}); reasonOf(res) != string(ReasonOutsideTask) {
+		t.Errorf("stolen handle: %q", text(res))
+	}
+	// A revoked task ends at the next call.
+	h2 := grant(t, r, agents.Task{Agent: planner, Tools: []string{"kv__*"}})
+	c2 := r.agent(t, "planner-token-1", h2)
+	if res := callTool(t, c2, "kv__get", map[string]any{"key": "k"}); res.IsError {
+		t.Fatal(text(res))
+	}
+	tk, _ := r.b.tasks.Resolve(h2, planner)
+	if _, err := r.b.tasks.Revoke(tk.ID); err != nil {
+		t.Fatal(err)
+	}
+	if res := callTool(t, c2, "kv__get", map[string]any{"key": "k"}); reasonOf(res) != string(ReasonOutsideTask) {
+		t.Errorf("revoked task: %q", text(res))
+	}
+}
+
+func delegate(t *testing.T, c *client.Client, args map[string]any) (*mcp.CallToolResult, map[string]any) {
+	t.Helper()
+	res := callTool(t, c, toolDelegate, args)
+	var out map[string]any
+	if !res.IsError {
+		if err := json.Unmarshal([]byte(text(res)), &out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return res, out
+}
+
+func TestDelegationNarrowsMonotonically(t *testing.T) {
+	r := newChainRig(t, permitAll)
+	h := grant(t, r, agents.Task{Agent: planner, Tools: []string{"kv__get", "research__*"}, MaxCalls: 10, ExpiresAt: time.Now().Add(30 * time.Minute)})
+	c := r.agent(t, "planner-token-1", h)
+
+	for name, args := range map[string]map[string]any{
+		"tool outside the parent":  {"agent": coder, "tools": []any{"kv__put"}},
+		"wider pattern":            {"agent": coder, "tools": []any{"kv__*"}},
+		"longer expiry":            {"agent": coder, "tools": []any{"kv__get"}, "ttl": "2h"},
+		"bigger budget":            {"agent": coder, "tools": []any{"kv__get"}, "max_calls": 11},
+		"cycle back to the parent": {"agent": planner, "tools": []any{"kv__get"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			res, _ := delegate(t, c, args)
+			if reasonOf(res) != string(ReasonOutsideTask) {
+				t.Errorf("got %q", text(res))
+			}
+		})
+	}
+	res, out := delegate(t, c, map[string]any{"agent": coder, "tools": []any{"kv__get"}, "ttl": "10m", "max_calls": 1})
+	if res.IsError {
+		t.Fatal(text(res))
+	}
+	sub := r.agent(t, "coder-token-1", out["handle"].(string))
+	if res := callTool(t, sub, "kv__get", map[string]any{"key": "k"}); res.IsError {
+		t.Fatalf("delegated get: %q", text(res))
+	}
+	if res := callTool(t, sub, "kv__get", map[string]any{"key": "k"}); reasonOf(res) != string(ReasonOutsideTask) {
+		t.Errorf("delegated budget of 1 not enforced: %q", text(res))
+	}
+	// The coder (max depth 2) cannot delegate further: its sub-agent would
+	// act at depth 3, past the planner's chain limit for the sub-agent? The
+	// researcher has the default limit 4, but the chain may not revisit.
+	res, _ = delegate(t, sub, map[string]any{"agent": planner, "tools": []any{"kv__get"}})
+	if reasonOf(res) != string(ReasonOutsideTask) {
+		t.Errorf("delegation back to the planner (cycle): %q", text(res))
+	}
+}
+
+func TestChainedCallActsForTheInitiator(t *testing.T) {
+	// Alice may read but not write; the researcher (whose own token says
+	// mallory) may write. Through the planner's chain the researcher acts
+	// for alice, and every pass must allow.
+	r := newChainRig(t, `
+@id("alice-reads") permit (principal is Broker::User, action, resource) when { principal == Broker::User::"alice" && (resource.readOnlyHint || resource in Broker::ToolServer::"research" || resource in Broker::ToolServer::"broker") };
+@id("mallory-all") permit (principal is Broker::User, action, resource) when { principal == Broker::User::"mallory" };
+@id("agents") permit (principal is Broker::Agent, action, resource);
+@id("no-drop-for-research") forbid (principal == Broker::Agent::"`+researcher+`", action, resource == Broker::Tool::"kv/drop");
+`)
+	h := grant(t, r, agents.Task{Agent: planner, Tools: []string{"kv__*", "research__*"}})
+	c := r.agent(t, "planner-token-1", h)
+
+	cases := []struct{ tool, want string }{
+		{"kv__get", "value of k"}, // allowed for alice, planner, researcher
+		{"kv__put", "ERROR mcpbroker: " + string(ReasonDeniedByPolicy)}, // researcher may, alice may not
+		{"kv__drop", "ERROR mcpbroker: " + string(ReasonOutsideTask)},   // outside the researcher's own default task
+	}
+	for _, tc := range cases {
+		t.Run(tc.tool, func(t *testing.T) {
+			res := callTool(t, c, "research__ask", map[string]any{"tool": tc.tool})
+			if res.IsError || !strings.HasPrefix(text(res), tc.want) {
+				t.Errorf("%s via the researcher: %q (isError %v), want prefix %q", tc.tool, text(res), res.IsError, tc.want)
+			}
+		})
+	}
+	// Without the chain the researcher acts for mallory (its own token),
+	// with its default task: put is allowed.
+	direct := r.agent(t, "researcher-token-1", "")
+	if res := callTool(t, direct, "kv__put", map[string]any{"key": "k"}); res.IsError {
+		t.Errorf("researcher directly: %q", text(res))
+	}
+	// A forged chain token is refused.
+	res := callTool(t, c, "research__ask", map[string]any{"tool": "kv__get", "forge": "mcpbc1.e30.AAAA"})
+	if !strings.Contains(text(res), string(ReasonOutsideTask)) {
+		t.Errorf("forged chain token: %q", text(res))
+	}
+	// The records carry the whole chain and the initiator.
+	es := listLive(t, r.dir, audit.Filter{Type: audit.CallDecided, Target: "kv__get"})
+	found := false
+	for _, e := range es {
+		if len(e.Event.Chain) == 2 && e.Event.Chain[0] == planner && e.Event.Chain[1] == researcher {
+			found = true
+			if e.Event.Initiator != "alice" || len(e.Event.Passes) != 3 || e.Event.Task == "" {
+				t.Errorf("chained record: %+v", e.Event)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no chained kv__get record among %d: %s", len(es), fmt.Sprint(es))
+	}
+}
