@@ -300,11 +300,17 @@ func (b *Broker) serveHTTP(ctx context.Context) error {
 			return ctx
 		}),
 	)
+	// Requests run on base: cancelling it after the drain grace cancels
+	// the calls still in flight (and with them their downstream calls), so
+	// shutdown is bounded even with hanging tools.
+	base, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelBase()
 	hs := &http.Server{
 		Handler:           b.httpHandler(stream),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return base },
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
@@ -318,14 +324,30 @@ func (b *Broker) serveHTTP(ctx context.Context) error {
 		return err
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	// Stop accepting and let in-flight calls finish for the grace period;
+	// then cancel them (each records its outcome as cancelled) and wait a
+	// little more for their handlers to return.
+	grace := time.Duration(b.cfg.ShutdownGrace)
+	b.log.Info("shutting down: draining calls in flight", "grace", grace)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
 	defer cancel()
-	// Stop accepting and drain in-flight calls, then end MCP sessions.
-	if err := hs.Shutdown(sctx); err != nil {
-		b.log.Warn("http shutdown incomplete", "err", err)
-		_ = hs.Close()
+	shut := make(chan error, 1)
+	go func() { shut <- hs.Shutdown(context.WithoutCancel(ctx)) }()
+	select {
+	case <-shut:
+	case <-sctx.Done():
+		b.log.Warn("calls still in flight after the grace period; cancelling them")
+		cancelBase()
+		select {
+		case <-shut:
+		case <-time.After(5 * time.Second):
+			b.log.Warn("http shutdown incomplete; closing connections")
+			_ = hs.Close()
+		}
 	}
-	_ = stream.Shutdown(sctx)
+	ectx, ecancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer ecancel()
+	_ = stream.Shutdown(ectx)
 	return nil
 }
 

@@ -36,6 +36,9 @@ type Config struct {
 	SessionIdleTTL Duration `yaml:"session_idle_ttl"`
 	// CallTimeout bounds one forwarded call (default 10m).
 	CallTimeout Duration `yaml:"call_timeout"`
+	// ShutdownGrace is how long calls in flight may finish after a stop
+	// signal before they are cancelled (default 5s).
+	ShutdownGrace Duration `yaml:"shutdown_grace"`
 	// AllowedOrigins lists extra Origin values accepted besides the listen
 	// host (DNS-rebinding protection). Entries are scheme://host[:port].
 	AllowedOrigins []string `yaml:"allowed_origins"`
@@ -175,6 +178,7 @@ func Defaults() Config {
 		MaxBodyBytes:   4 << 20,
 		SessionIdleTTL: Duration(30 * time.Minute),
 		CallTimeout:    Duration(10 * time.Minute),
+		ShutdownGrace:  Duration(5 * time.Second),
 		LogLevel:       "info",
 		Identity:       IdentityConfig{Mode: "dev"},
 	}
@@ -285,6 +289,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CallTimeout <= 0 {
 		add("call_timeout: must be positive")
+	}
+	if c.ShutdownGrace < 0 || time.Duration(c.ShutdownGrace) > time.Minute {
+		add("shutdown_grace: %s is not between 0s and 1m", time.Duration(c.ShutdownGrace))
 	}
 	if time.Duration(c.SessionIdleTTL) <= time.Duration(c.CallTimeout) {
 		add("session_idle_ttl: %s must be longer than call_timeout %s (a session is only touched when a request arrives)",
