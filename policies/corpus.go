@@ -69,6 +69,15 @@ type CaseRequest struct {
 	Args     map[string]any `yaml:"args,omitempty" json:"args,omitempty"`     // canonical args; integers become Long
 	Approval *CaseApproval  `yaml:"approval,omitempty" json:"approval,omitempty"`
 	Now      string         `yaml:"now,omitempty" json:"now,omitempty"` // RFC 3339; default CorpusNow
+	Task     *CaseTask      `yaml:"task,omitempty" json:"task,omitempty"`
+}
+
+// CaseTask is the session's task boundary (context.task).
+type CaseTask struct {
+	ID           string   `yaml:"id" json:"id"`
+	AllowedTools []string `yaml:"allowed_tools" json:"allowed_tools"`
+	ExpiresAt    string   `yaml:"expires_at" json:"expires_at"` // RFC 3339
+	Purpose      string   `yaml:"purpose,omitempty" json:"purpose,omitempty"`
 }
 
 // CaseInitiator is the initiator of a case; Kind defaults to "user".
@@ -202,6 +211,13 @@ func (c CaseRequest) ToRequest() (Request, error) {
 			a.CallID = req.CallID
 		}
 		req.Approval = a
+	}
+	if c.Task != nil {
+		exp, err := time.Parse(time.RFC3339, c.Task.ExpiresAt)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("task.expires_at: %w", err))
+		}
+		req.Task = &Task{ID: c.Task.ID, AllowedTools: c.Task.AllowedTools, ExpiresAt: exp, Purpose: c.Task.Purpose}
 	}
 	if c.Now != "" {
 		t, err := time.Parse(time.RFC3339, c.Now)
