@@ -5,21 +5,15 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/mcpbroker/mcpbroker/broker"
-	"github.com/mcpbroker/mcpbroker/broker/audit"
-	"github.com/mcpbroker/mcpbroker/broker/store"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -34,7 +28,7 @@ const usage = `mcpbroker: the MCP tool-call broker for AI agents
 Usage:
   mcpbroker serve --demo [--data DIR] [--listen HOST:PORT] [--stdio]
   mcpbroker serve --config FILE [--data DIR] [--listen HOST:PORT] [--stdio]
-  mcpbroker audit list [--data DIR] [--json] [--type T] [--agent A] [--call-id ID] [--decision D] [--limit N]
+  mcpbroker audit list|query|show|verify|export|hash|compact|pubkey ...  (mcpbroker audit help)
   mcpbroker version
 `
 
@@ -141,74 +135,4 @@ See every decision:  mcpbroker audit list --data <data dir>
 Stop with Ctrl-C.
 
 `, url)
-}
-
-func auditCmd(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "list" {
-		fmt.Fprintln(stderr, "usage: mcpbroker audit list [--data DIR] [--json] [filters]")
-		return 2
-	}
-	fs := flag.NewFlagSet("audit list", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	data := fs.String("data", "./mcpbroker-data", "data directory")
-	asJSON := fs.Bool("json", false, "print JSON lines instead of a table")
-	var f audit.Filter
-	typ := fs.String("type", "", "event type, e.g. call.decided")
-	fs.StringVar(&f.Agent, "agent", "", "agent SPIFFE ID")
-	fs.StringVar(&f.Initiator, "initiator", "", "initiator")
-	fs.StringVar(&f.CallID, "call-id", "", "call ID")
-	fs.StringVar(&f.Decision, "decision", "", "allow, deny or needs_approval")
-	fs.StringVar(&f.Target, "target", "", "tool name, resource URI or prompt")
-	fs.StringVar(&f.Session, "session", "", "session ID")
-	fs.IntVar(&f.Limit, "limit", 0, "at most N entries (the latest)")
-	if err := fs.Parse(args[1:]); err != nil {
-		return 2
-	}
-	f.Type = audit.Type(*typ)
-	entries, err := listAudit(*data, f)
-	if err != nil {
-		fmt.Fprintf(stderr, "mcpbroker audit: %v\n", err)
-		return 1
-	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		for _, e := range entries {
-			if err := enc.Encode(e); err != nil {
-				return 1
-			}
-		}
-		return 0
-	}
-	if err := audit.WriteTable(stdout, entries); err != nil {
-		fmt.Fprintf(stderr, "mcpbroker audit: %v\n", err)
-		return 1
-	}
-	return 0
-}
-
-// listAudit asks a running broker over its admin socket, or reads the file
-// directly when no broker holds it. It never waits on the lock for long.
-func listAudit(dir string, f audit.Filter) ([]audit.Entry, error) {
-	sock := filepath.Join(dir, broker.AdminSocket)
-	if _, err := os.Stat(sock); err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		entries, err := audit.ListRemote(ctx, sock, f)
-		if err == nil {
-			return entries, nil
-		}
-	}
-	path := filepath.Join(dir, broker.DBFile)
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("no audit data in %s: %w", dir, err)
-	}
-	st, err := store.Open(path, store.Options{ReadOnly: true, LockTimeout: time.Second})
-	if err != nil {
-		if errors.Is(err, store.ErrLocked) {
-			return nil, fmt.Errorf("%s is held by a running broker whose admin socket did not answer: %w", path, err)
-		}
-		return nil, err
-	}
-	defer st.Close()
-	return audit.List(st, f)
 }
