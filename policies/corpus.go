@@ -64,9 +64,10 @@ type CaseRequest struct {
 	Prompt   string         `yaml:"prompt,omitempty" json:"prompt,omitempty"`
 	Exposed  string         `yaml:"exposed,omitempty" json:"exposed,omitempty"` // default "<server>__<name>" (the URI for resources)
 	Hints    CaseHints      `yaml:"hints,omitempty" json:"hints,omitzero"`
-	RiskTags []string       `yaml:"risk_tags,omitempty" json:"risk_tags,omitempty"`
-	Tenant   string         `yaml:"tenant,omitempty" json:"tenant,omitempty"` // the target server's tenant
-	Args     map[string]any `yaml:"args,omitempty" json:"args,omitempty"`     // canonical args; integers become Long
+	RiskTags []string       `yaml:"risk_tags,omitempty" json:"risk_tags,omitempty"`           // the target's tags (resource.riskTags)
+	CallTags []string       `yaml:"call_risk_tags,omitempty" json:"call_risk_tags,omitempty"` // per-call tags (context.riskTags)
+	Tenant   string         `yaml:"tenant,omitempty" json:"tenant,omitempty"`                 // the target server's tenant
+	Args     map[string]any `yaml:"args,omitempty" json:"args,omitempty"`                     // canonical args; integers become Long
 	Approval *CaseApproval  `yaml:"approval,omitempty" json:"approval,omitempty"`
 	Now      string         `yaml:"now,omitempty" json:"now,omitempty"` // RFC 3339; default CorpusNow
 	Task     *CaseTask      `yaml:"task,omitempty" json:"task,omitempty"`
@@ -185,6 +186,7 @@ func (c CaseRequest) ToRequest() (Request, error) {
 	req.Target.Idempotent = hint(c.Hints.Idempotent, false)
 	req.Target.OpenWorld = hint(c.Hints.OpenWorld, true)
 	req.Target.RiskTags = c.RiskTags
+	req.RiskTags = c.CallTags
 	req.Target.Tenant = c.Tenant
 	for k, v := range c.Args {
 		switch v := v.(type) {

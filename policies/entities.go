@@ -228,7 +228,7 @@ func newContextParts(req *Request, principals []types.EntityUID, args types.Valu
 			"initiatorKind": types.String(req.Initiator.Kind),
 		}),
 		args:          args,
-		riskTags:      types.NewSet(),
+		riskTags:      stringSet(req.RiskTags),
 		task:          taskRecord(req.Task),
 		approvalValue: req.Approval,
 	}

@@ -130,6 +130,9 @@ type Request struct {
 	Args     map[string]any
 	Now      time.Time
 	Approval *Approval // nil = no approval in context
+	// RiskTags are per-call tags from argument scanning (context.riskTags),
+	// e.g. "secret_in_args", "pii"; the target's own tags are Target.RiskTags.
+	RiskTags []string
 	Task     *Task     // nil = the session carries no task
 }
 
