@@ -133,7 +133,7 @@ type Request struct {
 	// RiskTags are per-call tags from argument scanning (context.riskTags),
 	// e.g. "secret_in_args", "pii"; the target's own tags are Target.RiskTags.
 	RiskTags []string
-	Task     *Task     // nil = the session carries no task
+	Task     *Task // nil = the session carries no task
 }
 
 // Task is the session's delegated task boundary as Cedar sees it
