@@ -216,8 +216,10 @@ func VerifyStore(s *store.Store, opts VerifyOptions) (Report, error) {
 			return v.rep, err
 		}
 	}
+	var beyond uint64 // an entry past the head read at the start
 	scanErr := s.ScanLedger(1, func(seq uint64, raw []byte) error {
 		if seq > headSeq {
+			beyond = seq
 			return errStop
 		}
 		if v.rep.Base != nil && seq <= v.rep.Base.Seq {
@@ -237,6 +239,17 @@ func VerifyStore(s *store.Store, opts VerifyOptions) (Report, error) {
 	}
 	if headSeq > 0 && hex.EncodeToString(headHash) != v.prev {
 		return v.rep, &ChainError{Seq: headSeq, Reason: "hash does not match the ledger head"}
+	}
+	if beyond > 0 {
+		// A live writer moves the head in the same transaction as it adds
+		// an entry: an entry past a head that has not moved was planted.
+		now, _, err := s.LedgerHead()
+		if err != nil {
+			return v.rep, fmt.Errorf("verify audit: %w", err)
+		}
+		if beyond > now {
+			return v.rep, &ChainError{Seq: beyond, Reason: fmt.Sprintf("entry inserted after the ledger head (seq %d)", now)}
+		}
 	}
 	return v.finish()
 }

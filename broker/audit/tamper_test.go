@@ -1,0 +1,261 @@
+package audit
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/mcpbroker/mcpbroker/broker/store"
+)
+
+// This file tampers with real bbolt files the way an attacker with write
+// access to the data directory would. It imports bbolt directly: test code
+// only, the production import rule (only broker/store) is unaffected.
+
+// ledgerFixture is a closed data directory with n call records, periodic
+// checkpoints every 5 entries, a shutdown checkpoint and an anchor file.
+type ledgerFixture struct {
+	dir    string
+	db     string
+	anchor string
+	signer *Signer
+}
+
+func newFixture(t *testing.T, n int) ledgerFixture {
+	t.Helper()
+	dir := t.TempDir()
+	f := ledgerFixture{dir: dir, db: filepath.Join(dir, "broker.db"), anchor: filepath.Join(dir, AnchorFile)}
+	var err error
+	if f.signer, err = LoadOrCreateSigner(filepath.Join(dir, SigningKeyFile)); err != nil {
+		t.Fatal(err)
+	}
+	s, err := store.Open(f.db, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewLedger(s, nil, WithClock(fixedClock()), WithSigner(f.signer), WithCheckpointEvery(5), WithAnchorFile(f.anchor))
+	for i := 1; i <= n; i++ {
+		if _, err := l.Record(context.Background(), Event{Type: CallDecided, CallID: fmt.Sprintf("call-%02d", i), Decision: DecisionAllow}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f ledgerFixture) opts(t *testing.T) VerifyOptions {
+	t.Helper()
+	a, err := ReadAnchor(f.anchor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return VerifyOptions{PublicKey: f.signer.PublicKey(), Anchor: a}
+}
+
+// verifyFile opens the file read-only, checks bbolt consistency and
+// verifies the ledger.
+func verifyFile(t *testing.T, path string, opts VerifyOptions) (Report, error) {
+	t.Helper()
+	s, err := store.Open(path, store.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Check(); err != nil {
+		t.Fatalf("bbolt Check: %v", err)
+	}
+	return VerifyStore(s, opts)
+}
+
+func key(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+// tamper edits the file in one bbolt transaction.
+func tamper(t *testing.T, path string, fn func(ledger, meta *bolt.Bucket) error) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(func(tx *bolt.Tx) error {
+		return fn(tx.Bucket([]byte("ledger")), tx.Bucket([]byte("meta")))
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readEntry(t *testing.T, b *bolt.Bucket, seq uint64) storedEntry {
+	t.Helper()
+	var se storedEntry
+	if err := json.Unmarshal(b.Get(key(seq)), &se); err != nil {
+		t.Fatalf("entry %d: %v", seq, err)
+	}
+	return se
+}
+
+// forge returns a well-formed entry for ev at seq after prev, with a
+// correct hash: what an attacker who knows the format can write.
+func forge(t *testing.T, seq uint64, prev string, ev Event) ([]byte, string) {
+	t.Helper()
+	ev.Version = EventVersion
+	canon, err := Canonical(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := entryHash(seq, prev, canon)
+	h := hex.EncodeToString(sum[:])
+	b, _ := json.Marshal(storedEntry{Seq: seq, Prev: prev, Hash: h, Event: canon})
+	return b, h
+}
+
+// rechain rewrites every entry from seq `from` to the end so the chain
+// links again, and moves the head: the strongest edit without the key.
+func rechain(t *testing.T, ledger, meta *bolt.Bucket, from uint64) {
+	t.Helper()
+	prev := ""
+	if from > 1 {
+		prev = readEntry(t, ledger, from-1).Hash
+	}
+	var last uint64
+	var lastHash string
+	for seq := from; ledger.Get(key(seq)) != nil; seq++ {
+		se := readEntry(t, ledger, seq)
+		var ev Event
+		if err := json.Unmarshal(se.Event, &ev); err != nil {
+			t.Fatal(err)
+		}
+		b, h := forge(t, seq, prev, ev)
+		if err := ledger.Put(key(seq), b); err != nil {
+			t.Fatal(err)
+		}
+		prev, last, lastHash = h, seq, h
+	}
+	raw, _ := hex.DecodeString(lastHash)
+	if err := meta.Put([]byte("ledger_seq"), key(last)); err != nil {
+		t.Fatal(err)
+	}
+	if err := meta.Put([]byte("ledger_hash"), raw); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestVerifyCatchesTampering(t *testing.T) {
+	const n = 12 // records; checkpoints follow seq 6 and 12 (every 5 after the first), plus the shutdown one
+	base := newFixture(t, n)
+	good, err := verifyFile(t, base.db, base.opts(t))
+	if err != nil {
+		t.Fatalf("untouched ledger: %v", err)
+	}
+	if good.Checkpoints < 2 || !good.Anchored || !good.KeyPinned || good.Signed != good.Last {
+		t.Fatalf("untouched report = %+v", good)
+	}
+	last := good.Last
+
+	cases := []struct {
+		name    string
+		edit    func(t *testing.T, ledger, meta *bolt.Bucket)
+		noPin   bool   // verify without pinned key and anchor
+		seq     uint64 // first bad seq expected
+		because string // substring of the reason
+	}{
+		{"edit a field", func(t *testing.T, l, _ *bolt.Bucket) {
+			se := readEntry(t, l, 4)
+			se.Event = json.RawMessage(strings.Replace(string(se.Event), `"allow"`, `"deny"`, 1))
+			b, _ := json.Marshal(se)
+			l.Put(key(4), b)
+		}, false, 4, "hash mismatch"},
+		{"edit and rehash one entry", func(t *testing.T, l, _ *bolt.Bucket) {
+			se := readEntry(t, l, 4)
+			b, _ := forge(t, 4, se.Prev, Event{Type: CallDecided, Time: t0, CallID: "call-04", Decision: DecisionDeny})
+			l.Put(key(4), b)
+		}, false, 5, "prev does not match"},
+		{"edit and rechain to the end", func(t *testing.T, l, m *bolt.Bucket) {
+			se := readEntry(t, l, 4)
+			b, _ := forge(t, 4, se.Prev, Event{Type: CallDecided, Time: t0, CallID: "call-04", Decision: DecisionDeny})
+			l.Put(key(4), b)
+			rechain(t, l, m, 5)
+		}, false, 7, "checkpoint covers"},
+		{"delete an entry", func(t *testing.T, l, _ *bolt.Bucket) {
+			l.Delete(key(3))
+		}, false, 3, "entry missing"},
+		{"insert an entry", func(t *testing.T, l, m *bolt.Bucket) {
+			// Shift 5.. up by one and plant a forged entry at 5.
+			for seq := last; seq >= 5; seq-- {
+				l.Put(key(seq+1), l.Get(key(seq)))
+			}
+			b, _ := forge(t, 5, readEntry(t, l, 4).Hash, Event{Type: CallDecided, Time: t0, CallID: "planted", Decision: DecisionAllow})
+			l.Put(key(5), b)
+			m.Put([]byte("ledger_seq"), key(last+1))
+		}, false, 6, "entry says seq 5"},
+		{"insert past the head", func(t *testing.T, l, _ *bolt.Bucket) {
+			b, _ := forge(t, last+1, readEntry(t, l, last).Hash, Event{Type: CallDecided, Time: t0, CallID: "planted", Decision: DecisionAllow})
+			l.Put(key(last+1), b)
+		}, false, last + 1, "inserted after the ledger head"},
+		{"swap two entries", func(t *testing.T, l, _ *bolt.Bucket) {
+			a, b := l.Get(key(8)), l.Get(key(9))
+			a, b = append([]byte(nil), a...), append([]byte(nil), b...)
+			l.Put(key(8), b)
+			l.Put(key(9), a)
+		}, false, 8, "entry says seq 9"},
+		{"cut the tail, head left", func(t *testing.T, l, _ *bolt.Bucket) {
+			l.Delete(key(last))
+			l.Delete(key(last - 1))
+		}, true, last - 1, "ledger head is seq"},
+		{"cut the tail and move the head", func(t *testing.T, l, m *bolt.Bucket) {
+			l.Delete(key(last))
+			l.Delete(key(last - 1))
+			raw, _ := hex.DecodeString(readEntry(t, l, last-2).Hash)
+			m.Put([]byte("ledger_seq"), key(last-2))
+			m.Put([]byte("ledger_hash"), raw)
+		}, false, last - 1, "tail truncated"},
+		{"forge a checkpoint with another key", func(t *testing.T, l, m *bolt.Bucket) {
+			_, priv, _ := ed25519.GenerateKey(nil)
+			other := NewSigner(priv)
+			prev := readEntry(t, l, 6).Hash
+			cp := other.Sign(6, prev)
+			b, _ := forge(t, 7, prev, Event{Type: LedgerCheckpoint, Time: t0, Checkpoint: &cp})
+			l.Put(key(7), b)
+			rechain(t, l, m, 8)
+		}, false, 7, "not the pinned key"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "copy.db")
+			raw, err := os.ReadFile(base.db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, raw, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			tamper(t, path, func(l, m *bolt.Bucket) error { tc.edit(t, l, m); return nil })
+			opts := base.opts(t)
+			if tc.noPin {
+				opts = VerifyOptions{}
+			}
+			_, err = verifyFile(t, path, opts)
+			var ce *ChainError
+			if !errors.As(err, &ce) || !errors.Is(err, ErrChainBroken) {
+				t.Fatalf("Verify = %v, want a ChainError", err)
+			}
+			if ce.Seq != tc.seq || !strings.Contains(ce.Reason, tc.because) {
+				t.Fatalf("Verify = seq %d %q, want seq %d %q", ce.Seq, ce.Reason, tc.seq, tc.because)
+			}
+		})
+	}
+}
