@@ -15,7 +15,7 @@ var metaLedgerBase = []byte("ledger_base")
 
 // compactChunk is how many entries one CompactLedger transaction deletes, so
 // compaction never holds the write lock long enough to stall audit records.
-const compactChunk = 4096
+var compactChunk = 4096 // a var so the test can exercise chunking
 
 // CompactLedger deletes the ledger entries with sequence numbers 1..upto and
 // records base (for example a signed checkpoint of entry upto) as the ledger

@@ -7,24 +7,26 @@ import (
 )
 
 func TestCompactLedger(t *testing.T) {
+	defer func(n int) { compactChunk = n }(compactChunk)
+	compactChunk = 100
 	s := openTest(t, Options{NoSync: true})
 	ctx := context.Background()
-	for i := range 5000 {
+	for i := range 500 {
 		if _, err := s.AppendLedger(ctx, chainBuild(fmt.Sprint(i))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.CompactLedger(ctx, 5000, []byte("base")); err == nil {
+	if _, err := s.CompactLedger(ctx, 500, []byte("base")); err == nil {
 		t.Fatal("compacting the head succeeded")
 	}
 	if b, _ := s.LedgerBase(); b != nil {
 		t.Fatalf("refused compaction left a base %q", b)
 	}
-	n, err := s.CompactLedger(ctx, 4500, []byte("base-4500"))
-	if err != nil || n != 4500 {
+	n, err := s.CompactLedger(ctx, 450, []byte("base-450"))
+	if err != nil || n != 450 {
 		t.Fatalf("CompactLedger = %d, %v", n, err)
 	}
-	if b, _ := s.LedgerBase(); string(b) != "base-4500" {
+	if b, _ := s.LedgerBase(); string(b) != "base-450" {
 		t.Fatalf("LedgerBase = %q", b)
 	}
 	var first, count uint64
@@ -35,11 +37,11 @@ func TestCompactLedger(t *testing.T) {
 		count++
 		return nil
 	})
-	if first != 4501 || count != 500 {
+	if first != 451 || count != 50 {
 		t.Fatalf("after compaction: first %d, count %d", first, count)
 	}
 	// Appends continue from the head.
-	if seq, err := s.AppendLedger(ctx, chainBuild("next")); err != nil || seq != 5001 {
+	if seq, err := s.AppendLedger(ctx, chainBuild("next")); err != nil || seq != 501 {
 		t.Fatalf("append after compaction = %d, %v", seq, err)
 	}
 	if size, err := s.Size(); err != nil || size <= 0 {
