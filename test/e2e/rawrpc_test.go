@@ -177,6 +177,11 @@ func rawToolsHTTP(t testing.TB, url, token string) map[string]rawTool {
 		}
 		ts, next := parseRawTools(t, c.call(t, "tools/list", params))
 		for _, tool := range ts {
+			// The broker's own tools (broker__delegate, broker__task) are
+			// not the downstream's.
+			if strings.HasPrefix(tool.Name, "broker__") {
+				continue
+			}
 			out[tool.Name] = tool
 		}
 		if next == "" {
