@@ -27,6 +27,7 @@ type downstream struct {
 	spec Spec
 	pool *Pool
 	log  *slog.Logger
+	hc   *http.Client // the pool's, or one with spec.TLS
 
 	resync chan struct{}
 
@@ -55,6 +56,7 @@ func newDownstream(spec Spec, p *Pool) *downstream {
 	return &downstream{
 		spec:     spec,
 		pool:     p,
+		hc:       httpClientFor(p.httpClient, spec),
 		log:      p.log.With("server", spec.Name),
 		resync:   make(chan struct{}, 1),
 		inflight: map[uint64]*inflight{},
@@ -171,8 +173,9 @@ func (d *downstream) connect(ctx context.Context) (*client.Client, <-chan struct
 		t, dead = &tapStdio{tap: &tap{st}, inner: st}, done
 	case TransportStreamableHTTP:
 		h, err := transport.NewStreamableHTTP(d.spec.URL,
-			transport.WithHTTPBasicClient(d.pool.httpClient),
+			transport.WithHTTPBasicClient(d.hc),
 			transport.WithHTTPHeaders(d.spec.Headers),
+			transport.WithHTTPHeaderFunc(d.spec.headerFunc()),
 			transport.WithHTTPLogger(d.log),
 		)
 		if err != nil {
@@ -182,7 +185,8 @@ func (d *downstream) connect(ctx context.Context) (*client.Client, <-chan struct
 	case TransportSSE:
 		s, err := transport.NewSSE(d.spec.URL,
 			transport.WithHeaders(d.spec.Headers),
-			transport.WithHTTPClient(d.pool.httpClient),
+			transport.WithHeaderFunc(d.spec.headerFunc()),
+			transport.WithHTTPClient(d.hc),
 		)
 		if err != nil {
 			return nil, nil, fmt.Errorf("sse transport: %w", err)

@@ -1,7 +1,10 @@
 package tools
 
 import (
+	"context"
+	"crypto/tls"
 	"fmt"
+	"net/http"
 
 	"github.com/mark3labs/mcp-go/server"
 )
@@ -44,4 +47,30 @@ type Spec struct {
 	RiskTags        []string
 	// Server is the in-process server for TransportInProcess.
 	Server *server.MCPServer
+	// TLS, if set, is the client TLS configuration for an HTTPS server:
+	// the broker's own X.509-SVID and the server's expected SPIFFE ID. A
+	// server that presents another ID fails the handshake and is not called.
+	TLS *tls.Config
+	// HeaderFunc, if set, adds headers to every HTTP request (a JWT-SVID
+	// minted for this server). The agent's own token is never among them.
+	HeaderFunc func(context.Context) map[string]string
+}
+
+// httpClientFor returns the client for spec: the pool's shared one, or a
+// dedicated one carrying spec.TLS.
+func httpClientFor(shared *http.Client, spec Spec) *http.Client {
+	if spec.TLS == nil {
+		return shared
+	}
+	t := shared.Transport.(*http.Transport).Clone()
+	t.TLSClientConfig = spec.TLS
+	return &http.Client{Transport: t}
+}
+
+// headerFunc never returns nil, so transports can always take it.
+func (s Spec) headerFunc() func(context.Context) map[string]string {
+	if s.HeaderFunc == nil {
+		return func(context.Context) map[string]string { return nil }
+	}
+	return s.HeaderFunc
 }
