@@ -83,8 +83,14 @@ func (ts *Tasks) Resolve(handle, agent string) (*Task, error) {
 	return t, nil
 }
 
-// Ancestry returns t and its ancestors, t first.
+// Ancestry returns t and its ancestors, t first, as stored now (so a
+// revocation made since t was loaded is seen).
 func (ts *Tasks) Ancestry(t *Task) ([]*Task, error) {
+	cur, err := ts.store.GetTask(t.ID)
+	if err != nil {
+		return nil, err
+	}
+	t = cur
 	out := []*Task{t}
 	seen := map[string]bool{t.ID: true}
 	for cur := t; cur.Parent != ""; {
