@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mcpbroker/mcpbroker/broker/store"
@@ -26,6 +27,8 @@ type Ledger struct {
 	every    uint64
 	anchor   string
 	observer func(seq uint64, d time.Duration, err error)
+
+	failed atomic.Bool // the last append failed; cleared by a success or Ready
 
 	cpMu     sync.Mutex
 	cpSeq    uint64 // sequence of the last checkpoint entry this process wrote or started
@@ -190,6 +193,7 @@ func (l *Ledger) checkpoint(ctx context.Context) (Entry, error) {
 }
 
 func (l *Ledger) observe(seq uint64, start time.Time, err error) {
+	l.failed.Store(err != nil)
 	if l.observer != nil {
 		l.observer(seq, time.Since(start), err)
 	}
@@ -223,4 +227,18 @@ func (l *Ledger) record(ctx context.Context, ev Event) (Entry, error) {
 		return Entry{}, fmt.Errorf("record %s call %q: %w", ev.Type, ev.CallID, err)
 	}
 	return Entry{Seq: seq, Prev: prev, Hash: hash, Event: ev}, nil
+}
+
+// Ready returns nil while the ledger can be written: after a failed append
+// it probes the store with a small write, so readiness recovers when space
+// returns even if no call is being recorded. Mount it as a /readyz check.
+func (l *Ledger) Ready(ctx context.Context) error {
+	if !l.failed.Load() {
+		return nil
+	}
+	if err := l.store.Probe(ctx); err != nil {
+		return fmt.Errorf("audit ledger not writable: %w", err)
+	}
+	l.failed.Store(false)
+	return nil
 }

@@ -405,3 +405,32 @@ func TestPeriodicCheckpoints(t *testing.T) {
 		t.Fatalf("report = %+v", rep)
 	}
 }
+
+func TestReadyAfterFailure(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "broker.db")
+	s, _ := store.Open(path, store.Options{})
+	s.Close()
+	ro, err := store.Open(path, store.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	var commits, failures int
+	l := NewLedger(ro, nil, WithCommitObserver(func(seq uint64, _ time.Duration, err error) {
+		if err != nil {
+			failures++
+		} else {
+			commits++
+		}
+	}))
+	if err := l.Ready(context.Background()); err != nil {
+		t.Fatalf("fresh ledger not ready: %v", err)
+	}
+	l.Record(context.Background(), Event{Type: BrokerStarted})
+	if err := l.Ready(context.Background()); err == nil {
+		t.Fatal("ledger that failed to write reports ready")
+	}
+	if failures != 1 || commits != 0 {
+		t.Fatalf("observer saw %d failures, %d commits", failures, commits)
+	}
+}

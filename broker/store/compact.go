@@ -105,3 +105,30 @@ func (s *Store) Size() (int64, error) {
 	})
 	return n, err
 }
+
+// metaProbe is rewritten by Probe.
+var metaProbe = []byte("probe")
+
+// Probe commits a tiny write transaction (with fsync) and reports whether
+// the store is writable: for readiness checks after a failed append, so the
+// broker can report healthy again once space returns.
+func (s *Store) Probe(ctx context.Context) error {
+	if s.closed.Load() {
+		return fmt.Errorf("probe store: %w", ErrClosed)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- s.db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMeta).Put(metaProbe, []byte{1})
+		})
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("probe store: %w", mapErr(err))
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("probe store: %w", ctx.Err())
+	}
+}
