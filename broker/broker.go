@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -87,6 +88,7 @@ type Broker struct {
 	lastTools, lastResources, lastPrompts string
 
 	listener net.Listener
+	spiffe   *spiffeIdentity // spiffe mode only (identity.go)
 }
 
 // New validates cfg and provisions every stage. On error, whatever was
@@ -169,6 +171,9 @@ func New(cfg Config, opts Options) (b *Broker, err error) {
 }
 
 func (b *Broker) setupIdentity() error {
+	if b.cfg.Identity.Mode == "spiffe" {
+		return b.setupSPIFFE()
+	}
 	ic := b.cfg.Identity
 	var toks []agents.DevToken
 	var errs []error
@@ -209,6 +214,9 @@ func (b *Broker) specs() ([]tools.Spec, error) {
 			Name: s.Name, Transport: tools.Transport(s.Transport), URL: s.URL,
 			Command: s.Command, Args: s.Args, Env: s.Env, Dir: s.Dir,
 			Prefix: s.ToolPrefix(), Trusted: s.Trusted, ProtocolVersion: s.ProtocolVersion, RiskTags: s.RiskTags,
+		}
+		if err := b.downstreamIdentity(&sp, s); err != nil {
+			errs = append(errs, err)
 		}
 		if len(s.Headers) > 0 {
 			sp.Headers = map[string]string{}
@@ -283,6 +291,9 @@ func (b *Broker) serveHTTP(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	if b.spiffe != nil {
+		ln = tls.NewListener(ln, b.spiffe.tls)
+	}
 	b.listener = ln
 	b.listenAddr = ln.Addr().String()
 	stream := server.NewStreamableHTTPServer(b.mcp,
@@ -314,7 +325,7 @@ func (b *Broker) serveHTTP(ctx context.Context) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
-	url := "http://" + ln.Addr().String() + "/mcp"
+	url := b.scheme() + "://" + ln.Addr().String() + "/mcp"
 	b.log.Info("serving MCP over streamable HTTP", "url", url)
 	if b.opts.Ready != nil {
 		b.opts.Ready(url)
@@ -352,6 +363,9 @@ func (b *Broker) serveHTTP(ctx context.Context) error {
 }
 
 func (b *Broker) serveStdio(ctx context.Context) error {
+	if b.dev == nil {
+		return errors.New("stdio: identity mode spiffe serves HTTPS only; an agent that can only launch a command uses `mcpbroker connect`")
+	}
 	def, ok := b.dev.Default()
 	if !ok {
 		return errors.New("stdio: identity.default_agent is required (a stdio agent presents no token)")
@@ -416,6 +430,7 @@ func (b *Broker) shutdown(ctx context.Context) {
 }
 
 func (b *Broker) closeStores() {
+	b.closeIdentity()
 	if b.store != nil {
 		if err := b.store.Close(); err != nil {
 			b.log.Warn("store close", "err", err)

@@ -67,6 +67,9 @@ type IdentityConfig struct {
 	DefaultInitiator string     `yaml:"default_initiator"`
 	DefaultTenant    string     `yaml:"default_tenant"`
 	Tokens           []DevToken `yaml:"tokens"`
+	// SPIFFE and OIDC configure spiffe mode (see identity.go).
+	SPIFFE SPIFFEIdentityConfig `yaml:"spiffe"`
+	OIDC   OIDCIdentityConfig   `yaml:"oidc"`
 }
 
 // DevToken maps a bearer token, read from an environment variable or a file,
@@ -108,6 +111,15 @@ type ServerConfig struct {
 	// this SPIFFE ID: calls forwarded to it carry a chain token, and when
 	// it calls tools through the broker it acts as a child of the caller.
 	Agent string `yaml:"agent"`
+	// SPIFFEID is the server's expected SPIFFE ID: the broker calls it over
+	// mTLS with its own X.509-SVID and refuses any other peer.
+	SPIFFEID string `yaml:"spiffe_id"`
+	// JWTAudience, if set, makes the broker send a JWT-SVID minted for this
+	// audience with every request.
+	JWTAudience string `yaml:"jwt_audience"`
+	// ForwardAgentToken exists only to be refused with a clear message:
+	// the agent's token is never forwarded (no token passthrough).
+	ForwardAgentToken bool `yaml:"forward_agent_token"`
 
 	// inProcess names a built-in demo server; set only by DemoConfig.
 	inProcess string
@@ -235,6 +247,11 @@ func LoadConfig(path string) (Config, error) {
 	for i := range c.Identity.Tokens {
 		c.Identity.Tokens[i].TokenFile = rel(c.Identity.Tokens[i].TokenFile)
 	}
+	c.Identity.SPIFFE.SVIDCert, c.Identity.SPIFFE.SVIDKey = rel(c.Identity.SPIFFE.SVIDCert), rel(c.Identity.SPIFFE.SVIDKey)
+	for i := range c.Identity.SPIFFE.Bundles {
+		c.Identity.SPIFFE.Bundles[i].X509 = rel(c.Identity.SPIFFE.Bundles[i].X509)
+		c.Identity.SPIFFE.Bundles[i].JWT = rel(c.Identity.SPIFFE.Bundles[i].JWT)
+	}
 	for i := range c.Servers {
 		s := &c.Servers[i]
 		s.Dir = rel(s.Dir)
@@ -314,7 +331,7 @@ func (c *Config) Validate() error {
 			add("identity.mode dev: refusing to listen on %q; dev identities are for loopback only (127.0.0.1, ::1, localhost)", c.Listen)
 		}
 	case "spiffe":
-		add("identity.mode spiffe: not available in this build yet")
+		errs = append(errs, c.Identity.validateSPIFFE()...)
 	default:
 		add("identity.mode: %q is not dev or spiffe", c.Identity.Mode)
 	}
@@ -387,6 +404,7 @@ func (c *Config) Validate() error {
 		default:
 			add("%s.transport: %q is not stdio, streamable-http or sse", where, s.Transport)
 		}
+		errs = append(errs, c.validateServerIdentity(where, s)...)
 		switch s.ProtocolVersion {
 		case "", "2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28":
 		default:

@@ -246,6 +246,7 @@ func (b *Broker) httpHandler(stream http.Handler) http.Handler {
 		}
 		_ = json.NewEncoder(w).Encode(status)
 	})
+	b.routeIdentity(mux)
 	mux.Handle("/mcp", b.guard(stream))
 	return mux
 }
@@ -299,8 +300,7 @@ func (b *Broker) guard(next http.Handler) http.Handler {
 			b.record(r.Context(), audit.Event{Type: audit.AuthFailed, Decision: audit.DecisionDeny,
 				Reason: string(ReasonUnauthenticated), Detail: err.Error()})
 			b.log.Warn("authentication failed", "remote", r.RemoteAddr, "err", err)
-			w.Header().Set("WWW-Authenticate", `Bearer realm="mcpbroker"`)
-			writeRPCError(w, http.StatusUnauthorized, nil, mcp.INVALID_REQUEST, "authentication required")
+			b.challenge(w, r, err)
 			return
 		}
 		ctx := withPresented(agents.WithIdentity(r.Context(), id), r)
