@@ -72,6 +72,9 @@ type Broker struct {
 	mcp      *server.MCPServer
 	relay    *relay
 
+	policyBase []policies.Source
+	reloader   *policyReloader
+
 	tasks        *agents.Tasks
 	chains       *agents.Chains
 	sessionTasks sessionTasks
@@ -112,18 +115,17 @@ func New(cfg Config, opts Options) (b *Broker, err error) {
 	}()
 
 	// Policy first: an invalid set stops start-up before anything opens.
-	srcs := policies.Baseline()
+	// Start-up and hot reload load exactly the same way (LoadDir).
+	b.policyBase = policies.Baseline()
 	if cfg.demo {
-		srcs = append(srcs, policies.Demo()...)
+		b.policyBase = append(b.policyBase, policies.Demo()...)
 	}
+	var set *policies.Set
 	if cfg.Policies != "" {
-		op, err := policies.ReadDir(cfg.Policies)
-		if err != nil {
-			return nil, fmt.Errorf("policies: %w", err)
-		}
-		srcs = append(srcs, op...)
+		set, err = policies.LoadDir(cfg.Policies, b.policyBase...)
+	} else {
+		set, err = policies.Compile(b.policyBase)
 	}
-	set, err := policies.Compile(srcs)
 	if err != nil {
 		return nil, fmt.Errorf("policy set rejected:\n%w", err)
 	}
@@ -210,8 +212,12 @@ func (b *Broker) specs() ([]tools.Spec, error) {
 	var errs []error
 	var demos map[string]*server.MCPServer
 	for _, s := range b.cfg.Servers {
+		transport := s.Transport
+		if transport == "builtin" {
+			transport = string(tools.TransportInProcess)
+		}
 		sp := tools.Spec{
-			Name: s.Name, Transport: tools.Transport(s.Transport), URL: s.URL,
+			Name: s.Name, Transport: tools.Transport(transport), URL: s.URL,
 			Command: s.Command, Args: s.Args, Env: s.Env, Dir: s.Dir,
 			Prefix: s.ToolPrefix(), Trusted: s.Trusted, ProtocolVersion: s.ProtocolVersion, RiskTags: s.RiskTags,
 		}
@@ -254,6 +260,15 @@ func (b *Broker) Run(ctx context.Context) error {
 	b.record(ctx, audit.Event{Type: audit.PolicyLoaded, PolicyDigest: set.Digest(), Detail: fmt.Sprintf("%d policies", set.Len())})
 	b.log.Info("policy set loaded", "policies", set.Len(), "digest", set.Digest())
 
+	if b.cfg.Policies != "" {
+		r, err := newPolicyReloader(reloaderConfig{Dir: b.cfg.Policies, Base: b.policyBase, Engine: b.engine,
+			Logger: b.log.With("component", "policy"), OnReload: b.onPolicyReload})
+		if err != nil {
+			b.log.Warn("policy hot reload unavailable; SIGHUP still reloads", "err", err)
+		} else {
+			b.reloader = r
+		}
+	}
 	if err := b.pool.Start(ctx, 20*time.Second); err != nil {
 		_ = b.pool.Close()
 		b.closeStores()
@@ -409,7 +424,10 @@ func (b *Broker) serveAdmin() (*http.Server, error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle(audit.AuditPath, audit.Handler(b.ledger))
+	ah := audit.Handler(b.ledger)
+	mux.Handle(audit.AuditPath, ah)
+	mux.Handle(audit.AuditPath+"/", ah)
+	b.taskAdmin(mux)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = hs.Serve(ln) }()
 	return hs, nil
@@ -423,6 +441,9 @@ func (b *Broker) shutdown(ctx context.Context) {
 	case <-done:
 	case <-ctx.Done():
 		b.log.Warn("downstream servers did not close in time")
+	}
+	if b.reloader != nil {
+		_ = b.reloader.Close()
 	}
 	b.record(ctx, audit.Event{Type: audit.BrokerStopped})
 	b.closeStores()
@@ -445,4 +466,23 @@ func (b *Broker) Addr() string {
 		return ""
 	}
 	return b.listener.Addr().String()
+}
+
+// onPolicyReload records a hot reload's outcome.
+func (b *Broker) onPolicyReload(digest string, err error) {
+	ctx := context.Background()
+	if err != nil {
+		b.record(ctx, audit.Event{Type: audit.PolicyRejected, PolicyDigest: digest, Detail: truncate(err.Error(), 2000)})
+		return
+	}
+	b.record(ctx, audit.Event{Type: audit.PolicyLoaded, PolicyDigest: digest, Detail: fmt.Sprintf("%d policies (reload)", b.engine.Set().Len())})
+}
+
+// ReloadPolicies reloads the policy directory now (SIGHUP). An invalid set
+// never replaces the valid one; the error lists every problem.
+func (b *Broker) ReloadPolicies() (string, error) {
+	if b.reloader == nil {
+		return b.engine.Set().Digest(), errors.New("no policy directory configured")
+	}
+	return b.reloader.Reload()
 }

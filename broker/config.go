@@ -121,7 +121,11 @@ type ServerConfig struct {
 	// the agent's token is never forwarded (no token passthrough).
 	ForwardAgentToken bool `yaml:"forward_agent_token"`
 
-	// inProcess names a built-in demo server; set only by DemoConfig.
+	// Builtin names a built-in server (notes, payments) run in process:
+	// transport "builtin".
+	Builtin string `yaml:"builtin"`
+
+	// inProcess names a server from Config.inProcess (tests only).
 	inProcess string
 }
 
@@ -212,8 +216,8 @@ func DemoConfig() Config {
 		DefaultTask: &DefaultTaskConfig{Tools: []string{"*"}, TTL: Duration(24 * time.Hour), Purpose: "demo default task"},
 	}}
 	c.Servers = []ServerConfig{
-		{Name: "notes", Transport: "in-process", Trusted: true, inProcess: "notes"},
-		{Name: "payments", Transport: "in-process", Trusted: true, inProcess: "payments"},
+		{Name: "notes", Transport: "builtin", Builtin: "notes", Trusted: true},
+		{Name: "payments", Transport: "builtin", Builtin: "payments", Trusted: true},
 	}
 	return c
 }
@@ -397,12 +401,16 @@ func (c *Config) Validate() error {
 					add("%s.headers[%s]: the agent's token is never forwarded", where, k)
 				}
 			}
+		case "builtin":
+			if s.Builtin != "notes" && s.Builtin != "payments" {
+				add("%s.builtin: %q is not a built-in server (notes, payments)", where, s.Builtin)
+			}
 		case "in-process":
 			if s.inProcess == "" {
-				add("%s.transport: in-process is reserved for the built-in demo", where)
+				add("%s.transport: in-process is for tests; use builtin", where)
 			}
 		default:
-			add("%s.transport: %q is not stdio, streamable-http or sse", where, s.Transport)
+			add("%s.transport: %q is not stdio, streamable-http, sse or builtin", where, s.Transport)
 		}
 		errs = append(errs, c.validateServerIdentity(where, s)...)
 		switch s.ProtocolVersion {
@@ -423,8 +431,13 @@ func (s ServerConfig) ToolPrefix() string {
 	return *s.Prefix
 }
 
-// InProcess names the built-in server for transport in-process.
-func (s ServerConfig) InProcess() string { return s.inProcess }
+// InProcess names the in-process server of a builtin (or test) server.
+func (s ServerConfig) InProcess() string {
+	if s.Builtin != "" {
+		return s.Builtin
+	}
+	return s.inProcess
+}
 
 func isLoopbackHost(h string) bool {
 	if h == "localhost" {

@@ -299,7 +299,7 @@ func (b *Broker) guard(next http.Handler) http.Handler {
 		if err != nil {
 			b.record(r.Context(), audit.Event{Type: audit.AuthFailed, Decision: audit.DecisionDeny,
 				Reason: string(ReasonUnauthenticated), Detail: err.Error()})
-			b.log.Warn("authentication failed", "remote", r.RemoteAddr, "err", err)
+			b.log.Warn("authentication failed", "remote", r.RemoteAddr, "method", r.Method, "err", err)
 			b.challenge(w, r, err)
 			return
 		}

@@ -29,6 +29,7 @@ Usage:
   mcpbroker serve --demo [--data DIR] [--listen HOST:PORT] [--stdio]
   mcpbroker serve --config FILE [--data DIR] [--listen HOST:PORT] [--stdio]
   mcpbroker audit list|query|show|verify|export|hash|compact|pubkey ...  (mcpbroker audit help)
+  mcpbroker task grant|list|show|revoke ...
   mcpbroker version
 `
 
@@ -40,6 +41,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		return serve(args[1:], stdout, stderr)
+	case "task":
+		return taskCmd(args[1:], stdout, stderr)
 	case "audit":
 		return auditCmd(args[1:], stdout, stderr)
 	case "policy":
@@ -113,6 +116,18 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mcpbroker: %v\n", err)
 		return 1
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			if digest, err := b.ReloadPolicies(); err != nil {
+				log.Error("policy reload on SIGHUP failed; the previous set stays in force", "digest", digest, "err", err)
+			} else {
+				log.Info("policy reload on SIGHUP", "digest", digest)
+			}
+		}
+	}()
 	if err := b.Run(ctx); err != nil {
 		fmt.Fprintf(stderr, "mcpbroker: %v\n", err)
 		return 1
