@@ -256,6 +256,9 @@ func (b *Broker) toolHandler(t tools.Tool) server.ToolHandlerFunc {
 	}
 	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		if req.Params.RequestState != "" || len(req.Params.InputResponses) > 0 {
+			if isApprovalState(req.Params.RequestState) {
+				return b.resumeApproval(ctx, req, t)
+			}
 			return b.resumeParked(ctx, req)
 		}
 		raw := req.Params.RawArguments
@@ -263,20 +266,66 @@ func (b *Broker) toolHandler(t tools.Tool) server.ToolHandlerFunc {
 			raw, _ = json.Marshal(req.Params.Arguments)
 		}
 		c, reason := b.admit(ctx, "tools/call", policies.ActionCallTool, target, raw, req.Params.Meta)
+		if reason == ReasonApprovalRequired {
+			// The approval stage: a human decides, in band (elicitation)
+			// or out of band. pending is an answer the agent must get
+			// first (input_required); otherwise there is a decision.
+			pending, granted, r := b.approveCall(ctx, c, req)
+			if pending != nil {
+				return pending, nil
+			}
+			if reason = r; reason == "" {
+				reason = b.readmit(ctx, c, granted)
+			}
+		}
 		if reason != "" {
 			return refusal(reason, c.id), nil
 		}
-		ctx, release := b.chainMeta(ctx, c, t)
-		defer release()
-		if server.IsModernRequest(ctx) {
-			return b.forwardParked(ctx, c, &t, raw, req.Params.Meta)
-		}
-		fctx, cancel := context.WithTimeout(ctx, b.callTimeout)
-		defer cancel()
-		fctx = tools.WithCaller(fctx, b.newCaller(ctx, c))
-		res, err := b.pool.CallTool(fctx, &t, raw, req.Params.Meta)
-		return b.finish(fctx, c, res, err), nil
+		return b.forwardTool(ctx, c, t, raw, req.Params.Meta), nil
 	}
+}
+
+// forwardTool sends an admitted call downstream and records its outcome.
+func (b *Broker) forwardTool(ctx context.Context, c *call, t tools.Tool, raw []byte, meta *mcp.Meta) *mcp.CallToolResult {
+	ctx, release := b.chainMeta(ctx, c, t)
+	if server.IsModernRequest(ctx) {
+		// The parked call may outlive this request: it releases the
+		// chain token when the downstream call ends.
+		res, _ := b.forwardParked(ctx, c, &t, raw, meta, release)
+		return res
+	}
+	defer release()
+	fctx, cancel := context.WithTimeout(ctx, b.callTimeout)
+	defer cancel()
+	fctx = tools.WithCaller(fctx, b.newCaller(ctx, c))
+	res, err := b.pool.CallTool(fctx, &t, raw, meta)
+	return b.finish(fctx, c, res, err)
+}
+
+// readmit decides a call again once a human has approved it: the real
+// approval goes into the Cedar context and Cedar alone decides. It records
+// the new decision and spends the task budget.
+func (b *Broker) readmit(ctx context.Context, c *call, granted *policies.Approval) Reason {
+	if granted == nil || !granted.Granted || granted.CallID != c.id {
+		return ReasonApprovalRequired
+	}
+	a := c.acting
+	dec := b.engine.Decide(policies.Request{
+		CallID: c.id, Action: policies.ActionCallTool, Initiator: a.initiator, Chain: b.policyChain(a),
+		Target: c.target, Args: c.args.Fields, Now: b.now(), Task: b.taskContext(a), Approval: granted,
+	})
+	reason := Reason("")
+	if dec.Outcome != policies.Allow {
+		reason = ReasonDeniedByPolicy
+	} else if a.task != nil && c.target.Server != brokerServer {
+		if err := b.tasks.Spend(a.task); err != nil {
+			reason = taskReason(err)
+		}
+	}
+	if err := b.recordDecision(ctx, c, &dec, reason, "after approval by "+granted.Approver); err != nil {
+		return ReasonInternal
+	}
+	return reason
 }
 
 // finish records a forwarded call's outcome and shapes what the agent gets.

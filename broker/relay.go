@@ -218,7 +218,7 @@ func (pc *parkCaller) ListRoots(ctx context.Context, req mcp.ListRootsRequest) (
 // forwardParked starts t's downstream call detached from the agent's
 // request, so that it can outlive an input_required round trip, and waits
 // for its first request or its result.
-func (b *Broker) forwardParked(ctx context.Context, c *call, t *tools.Tool, raw []byte, meta *mcp.Meta) (*mcp.CallToolResult, error) {
+func (b *Broker) forwardParked(ctx context.Context, c *call, t *tools.Tool, raw []byte, meta *mcp.Meta, release func()) (*mcp.CallToolResult, error) {
 	p := &parked{
 		who:     c.identity.Key(),
 		c:       c,
@@ -236,6 +236,7 @@ func (b *Broker) forwardParked(ctx context.Context, c *call, t *tools.Tool, raw 
 	b.relay.add(p)
 	go func() {
 		defer cancel()
+		defer release()
 		res, err := b.pool.CallTool(tools.WithCaller(dctx, pc), t, raw, meta)
 		p.done <- outcome{res: res, err: err}
 	}()
