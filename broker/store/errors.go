@@ -17,3 +17,7 @@ var ErrReadOnly = errors.New("store is read-only")
 // version this binary does not understand, or a read-only file was never
 // initialised.
 var ErrSchema = errors.New("unsupported store schema")
+
+// ErrCorrupt is returned (wrapped) by reads that hit a damaged page: the
+// file was edited or truncated outside bbolt.
+var ErrCorrupt = errors.New("store file is corrupt")

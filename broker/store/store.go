@@ -99,11 +99,12 @@ func Open(path string, opts Options) (*Store, error) {
 		db.MaxBatchDelay = DefaultBatchDelay
 	}
 	s := &Store{db: db, path: path}
-	if opts.ReadOnly {
-		err = db.View(checkSchema)
-	} else {
-		err = db.Update(initSchema)
-	}
+	err = recoverCorrupt(func() error {
+		if opts.ReadOnly {
+			return db.View(checkSchema)
+		}
+		return db.Update(initSchema)
+	})
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -173,11 +174,31 @@ func (s *Store) Check() error {
 	})
 }
 
+// recoverCorrupt runs fn and turns a bbolt panic on a damaged page into an
+// error wrapping ErrCorrupt.
+func recoverCorrupt(fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", ErrCorrupt, r)
+		}
+	}()
+	return fn()
+}
+
 // view runs fn in a read transaction and maps bbolt's closed error.
-func (s *Store) view(op string, fn func(*bolt.Tx) error) error {
+//
+// bbolt panics on a corrupt page; view turns that into an error wrapping
+// ErrCorrupt, so `audit verify` on a damaged copy reports instead of
+// crashing.
+func (s *Store) view(op string, fn func(*bolt.Tx) error) (err error) {
 	if s.closed.Load() {
 		return fmt.Errorf("%s: %w", op, ErrClosed)
 	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%s: %w: %v", op, ErrCorrupt, r)
+		}
+	}()
 	if err := s.db.View(fn); err != nil {
 		return fmt.Errorf("%s: %w", op, mapErr(err))
 	}
