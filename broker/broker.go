@@ -50,6 +50,9 @@ type Options struct {
 	// Ready, if set, is called once the broker serves, with the MCP URL
 	// (empty for stdio).
 	Ready func(mcpURL string)
+	// StoreNoSync writes records without fsync. Benchmarks only (the
+	// "written but not fsynced" comparison): a crash can lose records.
+	StoreNoSync bool
 }
 
 // Broker is one running mcpbroker. New provisions it; Run serves until the
@@ -74,6 +77,7 @@ type Broker struct {
 
 	policyBase []policies.Source
 	reloader   *policyReloader
+	pins       *pins
 
 	tasks        *agents.Tasks
 	chains       *agents.Chains
@@ -134,7 +138,7 @@ func New(cfg Config, opts Options) (b *Broker, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	b.store, err = store.Open(filepath.Join(cfg.DataDir, DBFile), store.Options{LockTimeout: time.Second})
+	b.store, err = store.Open(filepath.Join(cfg.DataDir, DBFile), store.Options{LockTimeout: time.Second, NoSync: opts.StoreNoSync})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
@@ -149,6 +153,7 @@ func New(cfg Config, opts Options) (b *Broker, err error) {
 	}
 	b.sessions = agents.NewSessions(time.Hour, nil)
 	b.relay = newRelay()
+	b.pins = &pins{st: b.store}
 	b.tasks = agents.NewTasks(b.store, b.now)
 	b.chains = agents.NewChains()
 	b.defaults = map[string]string{}
@@ -428,6 +433,7 @@ func (b *Broker) serveAdmin() (*http.Server, error) {
 	mux.Handle(audit.AuditPath, ah)
 	mux.Handle(audit.AuditPath+"/", ah)
 	b.taskAdmin(mux)
+	b.pinAdmin(mux)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = hs.Serve(ln) }()
 	return hs, nil
