@@ -131,6 +131,7 @@ func (b *Broker) visibleTools(ctx context.Context, req *mcp.ListToolsRequest, in
 func (b *Broker) applyCatalog(s *tools.Snapshot) {
 	b.catMu.Lock()
 	defer b.catMu.Unlock()
+	b.observePins(s)
 
 	toolSum := sha256.New()
 	st := b.brokerTools()

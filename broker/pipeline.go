@@ -255,6 +255,8 @@ func (b *Broker) toolHandler(t tools.Tool) server.ToolHandlerFunc {
 		RiskTags: t.RiskTags,
 	}
 	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		target := target
+		target.Unpinned = b.isUnpinned(t.Server, t.Name)
 		if req.Params.RequestState != "" || len(req.Params.InputResponses) > 0 {
 			if isApprovalState(req.Params.RequestState) {
 				return b.resumeApproval(ctx, req, t)

@@ -168,6 +168,9 @@ func buildEntities(req *Request, base types.EntityMap) built {
 	if t.Tenant != "" {
 		resAttrs["tenant"] = types.String(t.Tenant)
 	}
+	if t.Kind == TargetTool {
+		resAttrs["pinned"] = types.Boolean(!t.Unpinned)
+	}
 	ents[resUID] = types.Entity{
 		UID:        resUID,
 		Parents:    types.NewEntityUIDSet(serverUID),

@@ -106,6 +106,10 @@ type Target struct {
 	// Tenant is the tenant the server belongs to (resource.tenant); "" = a
 	// shared server, no attribute.
 	Tenant string
+	// Unpinned says a tool's definition changed since it was pinned
+	// (resource.pinned = false); the baseline forbids calling it until an
+	// operator re-pins it. Tools only.
+	Unpinned bool
 }
 
 // Approval is a human decision on one pending call, put into the Cedar context

@@ -30,6 +30,7 @@ Usage:
   mcpbroker serve --config FILE [--data DIR] [--listen HOST:PORT] [--stdio]
   mcpbroker audit list|query|show|verify|export|hash|compact|pubkey ...  (mcpbroker audit help)
   mcpbroker task grant|list|show|revoke ...
+  mcpbroker tools list|diff|pin ...
   mcpbroker connect --url https://HOST:PORT/mcp [--broker-id SPIFFE-ID] [--token-file F | --token-env VAR] [--jwt-svid]
   mcpbroker version
 `
@@ -44,6 +45,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(args[1:], stdout, stderr)
 	case "connect":
 		return connect(args[1:], os.Stdin, stdout, stderr)
+	case "tools":
+		return toolsCmd(args[1:], stdout, stderr)
 	case "task":
 		return taskCmd(args[1:], stdout, stderr)
 	case "audit":
