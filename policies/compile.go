@@ -50,6 +50,9 @@ type PolicyInfo struct {
 	Position string `json:"position"`           // file:line:col of the policy
 	Approval string `json:"approval,omitempty"` // value of @approval, "" if none
 	LogOnly  bool   `json:"log_only,omitempty"` // @mode("log_only")
+	// Annotations holds every annotation of the policy, e.g. the approval
+	// stage's @approval_timeout, @approval_scope and @reason.
+	Annotations map[string]string `json:"-"`
 }
 
 // Policy returns what the Set knows about policy id.
@@ -181,7 +184,7 @@ func Compile(srcs []Source) (*Set, error) {
 				effect = "forbid"
 			}
 			s.info[id] = PolicyInfo{ID: string(id), Effect: effect, Position: posString(pos),
-				Approval: string(ann[annApproval]), LogOnly: mode == modeLogOnly}
+				Approval: string(ann[annApproval]), LogOnly: mode == modeLogOnly, Annotations: annotationMap(ann)}
 		}
 	}
 	if len(problems) > 0 {
@@ -224,6 +227,14 @@ func digest(ids []string, all map[cedar.PolicyID]*cedar.Policy) string {
 		h.Write(text)
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+func annotationMap[M ~map[K]V, K, V ~string](ann M) map[string]string {
+	out := make(map[string]string, len(ann))
+	for k, v := range ann {
+		out[string(k)] = string(v)
+	}
+	return out
 }
 
 func validApproval(v string) bool {
