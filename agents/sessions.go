@@ -18,6 +18,7 @@ type Sessions struct {
 	sessions map[string]*sessionState
 	now      func() time.Time
 	keep     time.Duration
+	store    SessionStore // nil: memory only (sessions_store.go)
 }
 
 type sessionState struct {
@@ -25,6 +26,7 @@ type sessionState struct {
 	bound    bool
 	ended    time.Time
 	opened   time.Time
+	revoked  time.Time
 }
 
 const sessionPrefix = "mcpb-"
@@ -76,6 +78,9 @@ func (s *Sessions) Terminate(id string) (bool, error) {
 	}
 	if st.ended.IsZero() {
 		st.ended = s.now()
+		if st.bound {
+			_ = s.persistLocked(id, st) // best effort: the session is over either way
+		}
 	}
 	return false, nil
 }
@@ -92,7 +97,14 @@ func (s *Sessions) Bind(session string, id Identity) error {
 	if st.bound && st.identity.Key() != id.Key() {
 		return ErrSessionMismatch
 	}
+	if st.bound {
+		return nil
+	}
 	st.identity, st.bound = id, true
+	if err := s.persistLocked(session, st); err != nil {
+		st.identity, st.bound = Identity{}, false
+		return err
+	}
 	return nil
 }
 
@@ -102,11 +114,18 @@ func (s *Sessions) Check(session string, id Identity) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st, ok := s.sessions[session]
+	if ok && !st.revoked.IsZero() {
+		return ErrSessionRevoked
+	}
 	if !ok || !st.ended.IsZero() {
 		return ErrUnknownSession
 	}
 	if !st.bound {
 		st.identity, st.bound = id, true
+		if err := s.persistLocked(session, st); err != nil {
+			st.identity, st.bound = Identity{}, false
+			return err
+		}
 		return nil
 	}
 	if st.identity.Key() != id.Key() {
@@ -133,6 +152,9 @@ func (s *Sessions) gcLocked() {
 	for id, st := range s.sessions {
 		if !st.ended.IsZero() && st.ended.Before(cut) {
 			delete(s.sessions, id)
+			if s.store != nil && st.bound {
+				_ = s.store.DeleteSession(id)
+			}
 		}
 	}
 }

@@ -152,6 +152,9 @@ func New(cfg Config, opts Options) (b *Broker, err error) {
 		return nil, err
 	}
 	b.sessions = agents.NewSessions(time.Hour, nil)
+	if err := b.sessions.Persist(b.store); err != nil {
+		return nil, err
+	}
 	b.relay = newRelay()
 	b.pins = &pins{st: b.store}
 	b.tasks = agents.NewTasks(b.store, b.now)
@@ -360,6 +363,7 @@ func (b *Broker) serveHTTP(ctx context.Context) error {
 	// little more for their handlers to return.
 	grace := time.Duration(b.cfg.ShutdownGrace)
 	b.log.Info("shutting down: draining calls in flight", "grace", grace)
+	b.sessions.Detach() // sessions outlive the process: shutdown does not end them
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
 	defer cancel()
 	shut := make(chan error, 1)
@@ -433,6 +437,7 @@ func (b *Broker) serveAdmin() (*http.Server, error) {
 	mux.Handle(audit.AuditPath, ah)
 	mux.Handle(audit.AuditPath+"/", ah)
 	b.taskAdmin(mux)
+	b.sessionAdmin(mux)
 	b.pinAdmin(mux)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = hs.Serve(ln) }()

@@ -317,6 +317,12 @@ func (b *Broker) guard(next http.Handler) http.Handler {
 					writeRPCError(w, http.StatusForbidden, nil, mcp.INVALID_REQUEST, "session belongs to another identity")
 					return
 				}
+				if errors.Is(err, agents.ErrSessionRevoked) {
+					b.record(ctx, audit.Event{Type: audit.RequestRejected, Session: sid, Agent: id.Agent,
+						Initiator: id.Initiator, Tenant: id.Tenant, Decision: audit.DecisionDeny, Detail: "session revoked"})
+					writeRPCError(w, http.StatusForbidden, nil, mcp.INVALID_REQUEST, "session revoked")
+					return
+				}
 				// Unknown or ended: 404 tells the client to start over.
 				writeRPCError(w, http.StatusNotFound, nil, mcp.INVALID_REQUEST, "unknown or expired session")
 				return

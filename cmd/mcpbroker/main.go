@@ -32,6 +32,7 @@ Usage:
   mcpbroker task grant|list|show|revoke ...
   mcpbroker tools list|diff|pin ...
   mcpbroker connect --url https://HOST:PORT/mcp [--broker-id SPIFFE-ID] [--token-file F | --token-env VAR] [--jwt-svid]
+  mcpbroker sessions list|show|revoke ...  (mcpbroker sessions help)
   mcpbroker version
 `
 
@@ -45,6 +46,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(args[1:], stdout, stderr)
 	case "connect":
 		return connect(args[1:], os.Stdin, stdout, stderr)
+	case "sessions":
+		return sessionsCmd(args[1:], stdout, stderr)
 	case "tools":
 		return toolsCmd(args[1:], stdout, stderr)
 	case "task":
