@@ -1,0 +1,96 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+)
+
+// RigOptions choose the targets of one run.
+type RigOptions struct {
+	// Era is what the proxy and the broker speak downstream (the clients'
+	// era, so that every target pays for the same protocol once per hop).
+	Era string
+	// Tools adds filler tools to the downstream (tools/list at scale).
+	Tools int
+	// Policies are the broker policy-set sizes: one broker per size, the
+	// first named "broker", the others "broker-p<N>". Default {50}.
+	Policies []int
+	// NoSync adds "broker-nosync": the first size with records written but
+	// not fsynced.
+	NoSync bool
+	// NoProxy and NoDirect leave those targets out.
+	NoProxy, NoDirect bool
+	Logger            *slog.Logger
+}
+
+// Rig is a downstream and the targets in front of it.
+type Rig struct {
+	Targets    []Target
+	Downstream *Downstream
+	closers    []func() error
+}
+
+// NewRig starts the downstream and every target. Close stops them all.
+func NewRig(ctx context.Context, o RigOptions) (_ *Rig, err error) {
+	if len(o.Policies) == 0 {
+		o.Policies = []int{50}
+	}
+	r := &Rig{}
+	defer func() {
+		if err != nil {
+			_ = r.Close()
+		}
+	}()
+	ds, err := StartDownstream(o.Tools)
+	if err != nil {
+		return nil, err
+	}
+	r.Downstream = ds
+	r.closers = append(r.closers, ds.Close)
+	if !o.NoDirect {
+		r.Targets = append(r.Targets, Target{Name: "direct", URL: ds.URL})
+	}
+	if !o.NoProxy {
+		p, err := StartProxy(ctx, ds.URL, o.Era)
+		if err != nil {
+			return nil, err
+		}
+		r.closers = append(r.closers, p.Close)
+		r.Targets = append(r.Targets, Target{Name: "proxy", URL: p.URL})
+	}
+	add := func(name string, n int, nosync bool) error {
+		bt, err := StartBroker(ctx, ds.URL, BrokerOptions{Era: o.Era, Policies: n, NoSync: nosync, Logger: o.Logger})
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		r.closers = append(r.closers, bt.Close)
+		r.Targets = append(r.Targets, Target{Name: name, URL: bt.URL, Token: coderToken, Handle: bt.Handle, Prefix: "bench__"})
+		return nil
+	}
+	for i, n := range o.Policies {
+		name := "broker"
+		if i > 0 {
+			name = fmt.Sprintf("broker-p%d", n)
+		}
+		if err := add(name, n, false); err != nil {
+			return nil, err
+		}
+	}
+	if o.NoSync {
+		if err := add("broker-nosync", o.Policies[0], true); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// Close stops every target, the downstream last.
+func (r *Rig) Close() error {
+	var errs []error
+	for i := len(r.closers) - 1; i >= 0; i-- {
+		errs = append(errs, r.closers[i]())
+	}
+	return errors.Join(errs...)
+}

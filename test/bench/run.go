@@ -1,0 +1,281 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// Target is one endpoint under load.
+type Target struct {
+	Name   string
+	URL    string
+	Token  string // bearer credential, if any
+	Handle string // broker task handle, if any
+	Prefix string // tool name prefix ("bench__" for the broker)
+}
+
+// Workload is what each client does in a loop.
+type Workload struct {
+	// Kind is "echo", "sleep" or "list" (tools/list, every page).
+	Kind string
+	// SleepMS is the sleep tool's argument.
+	SleepMS int
+	// Payload adds a "blob" argument of this many bytes to echo.
+	Payload int
+}
+
+func (w Workload) String() string {
+	switch w.Kind {
+	case "sleep":
+		return fmt.Sprintf("sleep %dms", w.SleepMS)
+	case "list":
+		return "tools/list"
+	}
+	if w.Payload > 0 {
+		return fmt.Sprintf("echo + %d B argument", w.Payload)
+	}
+	return "echo"
+}
+
+// Stats is one target's totals over every round of a run.
+type Stats struct {
+	Target  string
+	Calls   int
+	Errors  int
+	Elapsed time.Duration
+	Lat     []time.Duration // sorted after Finish
+	Mallocs uint64          // whole process, during this target's rounds
+	Bytes   uint64
+	RSS     uint64 // process VmRSS at the end of this target's last round
+	FirstErr error
+}
+
+// CallsPerSec is throughput over the target's measured time.
+func (s *Stats) CallsPerSec() float64 { return float64(s.Calls) / s.Elapsed.Seconds() }
+
+// Pct is the q-quantile latency (q in [0,1]).
+func (s *Stats) Pct(q float64) time.Duration {
+	if len(s.Lat) == 0 {
+		return 0
+	}
+	i := int(q * float64(len(s.Lat)-1))
+	return s.Lat[i]
+}
+
+// AllocsPerCall is the process-wide allocation count per call while this
+// target ran: client, target and downstream together.
+func (s *Stats) AllocsPerCall() float64 { return float64(s.Mallocs) / float64(max(s.Calls, 1)) }
+
+// BytesPerCall is the process-wide allocated bytes per call.
+func (s *Stats) BytesPerCall() float64 { return float64(s.Bytes) / float64(max(s.Calls, 1)) }
+
+// Run drives clients concurrent sessions per target for rounds rounds of
+// roundDur each, visiting the targets in a rotated order every round, and
+// returns one Stats per target in the order given.
+func Run(ctx context.Context, targets []Target, era string, clients int, w Workload, rounds int, roundDur time.Duration) ([]*Stats, error) {
+	sessions := make([][]*mcp.ClientSession, len(targets))
+	defer func() {
+		for _, ss := range sessions {
+			for _, cs := range ss {
+				_ = cs.Close()
+			}
+		}
+	}()
+	for i, t := range targets {
+		for range clients {
+			cs, err := Connect(ctx, t.URL, era, t.Token, t.Handle)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", t.Name, err)
+			}
+			sessions[i] = append(sessions[i], cs)
+		}
+	}
+	stats := make([]*Stats, len(targets))
+	for i, t := range targets {
+		stats[i] = &Stats{Target: t.Name}
+		// Warm up: a few calls per session, not measured.
+		warm := &Stats{}
+		round(ctx, t, sessions[i], w, 0, 3, warm)
+		if warm.Errors > 0 {
+			return nil, fmt.Errorf("%s: warm-up failed: %v", t.Name, warm.FirstErr)
+		}
+	}
+	for r := range rounds {
+		for k := range targets {
+			i := (r + k) % len(targets)
+			var m0, m1 runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&m0)
+			t0 := time.Now()
+			round(ctx, targets[i], sessions[i], w, roundDur, 0, stats[i])
+			stats[i].Elapsed += time.Since(t0)
+			runtime.ReadMemStats(&m1)
+			stats[i].Mallocs += m1.Mallocs - m0.Mallocs
+			stats[i].Bytes += m1.TotalAlloc - m0.TotalAlloc
+			stats[i].RSS = RSS()
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, s := range stats {
+		slices.Sort(s.Lat)
+	}
+	return stats, nil
+}
+
+// round runs every session in a loop until d has passed (or n calls each
+// when d is zero) and adds to st.
+func round(ctx context.Context, t Target, ss []*mcp.ClientSession, w Workload, d time.Duration, n int, st *Stats) {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(d)
+	args := map[string]any{"text": "hello world"}
+	name := t.Prefix + "echo"
+	switch w.Kind {
+	case "sleep":
+		name, args = t.Prefix+"sleep", map[string]any{"ms": w.SleepMS}
+	case "echo":
+		if w.Payload > 0 {
+			args["blob"] = strings.Repeat("x", w.Payload)
+		}
+	}
+	for _, cs := range ss {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lat := make([]time.Duration, 0, 1024)
+			var errs int
+			var first error
+			for i := 0; ; i++ {
+				if d > 0 && time.Now().After(deadline) || d == 0 && i >= n {
+					break
+				}
+				t0 := time.Now()
+				err := once(ctx, cs, w, name, args)
+				if err != nil {
+					errs++
+					if first == nil {
+						first = err
+					}
+					continue
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			mu.Lock()
+			st.Lat = append(st.Lat, lat...)
+			st.Calls += len(lat)
+			st.Errors += errs
+			if st.FirstErr == nil {
+				st.FirstErr = first
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+}
+
+func once(ctx context.Context, cs *mcp.ClientSession, w Workload, name string, args map[string]any) error {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if w.Kind == "list" {
+		var cursor string
+		for {
+			res, err := cs.ListTools(cctx, &mcp.ListToolsParams{Cursor: cursor})
+			if err != nil {
+				return err
+			}
+			if res.NextCursor == "" {
+				return nil
+			}
+			cursor = res.NextCursor
+		}
+	}
+	res, err := cs.CallTool(cctx, &mcp.CallToolParams{Name: name, Arguments: args})
+	if err != nil {
+		return err
+	}
+	if res.IsError {
+		return fmt.Errorf("%s: tool error: %s", name, resultText(res))
+	}
+	return nil
+}
+
+// RSS is the process's resident set size in bytes (Linux; 0 elsewhere).
+func RSS() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// HeapInUse is the live heap after a full collection.
+func HeapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}
+
+// WriteTable prints one run's results as a Markdown table with ratios
+// against the targets named direct and proxy (if present).
+func WriteTable(out io.Writer, title string, stats []*Stats) {
+	fmt.Fprintf(out, "\n%s\n\n", title)
+	fmt.Fprintln(out, "| target | calls | calls/s | p50 | p90 | p99 | allocs/call | KB/call | RSS MiB | errors | calls/s ÷ direct | ÷ proxy | p50 − direct |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	by := map[string]*Stats{}
+	for _, s := range stats {
+		by[s.Target] = s
+	}
+	direct, proxy := by["direct"], by["proxy"]
+	for _, s := range stats {
+		rd, rp, add := "", "", ""
+		if direct != nil && s != direct && direct.Calls > 0 {
+			rd = fmt.Sprintf("%.2f", s.CallsPerSec()/direct.CallsPerSec())
+			add = "+" + us(s.Pct(.5)-direct.Pct(.5))
+		}
+		if proxy != nil && s != proxy && s != direct && proxy.Calls > 0 {
+			rp = fmt.Sprintf("%.2f", s.CallsPerSec()/proxy.CallsPerSec())
+		}
+		fmt.Fprintf(out, "| %s | %d | %.0f | %s | %s | %s | %.0f | %.1f | %.0f | %d | %s | %s | %s |\n",
+			s.Target, s.Calls, s.CallsPerSec(), us(s.Pct(.5)), us(s.Pct(.9)), us(s.Pct(.99)),
+			s.AllocsPerCall(), s.BytesPerCall()/1024, float64(s.RSS)/(1<<20), s.Errors, rd, rp, add)
+		if s.FirstErr != nil {
+			fmt.Fprintf(out, "|  | first error: %s |||||||||||| \n", strings.ReplaceAll(truncate(s.FirstErr.Error(), 160), "|", "/"))
+		}
+	}
+}
+
+func us(d time.Duration) string {
+	switch {
+	case d >= 10*time.Millisecond || d <= -10*time.Millisecond:
+		return fmt.Sprintf("%.1f ms", float64(d)/1e6)
+	default:
+		return fmt.Sprintf("%d µs", d.Microseconds())
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
