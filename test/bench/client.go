@@ -104,4 +104,3 @@ func post(ctx context.Context, hc *http.Client, url, sid string, body []byte) (*
 	}
 	return resp, nil
 }
-

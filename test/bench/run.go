@@ -49,14 +49,14 @@ func (w Workload) String() string {
 
 // Stats is one target's totals over every round of a run.
 type Stats struct {
-	Target  string
-	Calls   int
-	Errors  int
-	Elapsed time.Duration
-	Lat     []time.Duration // sorted after Finish
-	Mallocs uint64          // whole process, during this target's rounds
-	Bytes   uint64
-	RSS     uint64 // process VmRSS at the end of this target's last round
+	Target   string
+	Calls    int
+	Errors   int
+	Elapsed  time.Duration
+	Lat      []time.Duration // sorted after Finish
+	Mallocs  uint64          // whole process, during this target's rounds
+	Bytes    uint64
+	RSS      uint64 // process VmRSS at the end of this target's last round
 	FirstErr error
 }
 

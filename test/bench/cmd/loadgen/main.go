@@ -1,0 +1,145 @@
+// Command loadgen measures what brokering costs: it starts a downstream MCP
+// server, a transparent mcp-go proxy and mcpbroker (all in this process, on
+// loopback) and drives N concurrent official go-sdk clients against each,
+// interleaved in short rounds, printing a Markdown table per run.
+//
+//	go run ./test/bench/cmd/loadgen                       # echo, 1/16/64 clients, both eras
+//	go run ./test/bench/cmd/loadgen -policies 50,500,5000 -clients 16 -eras 2025-11-25
+//	go run ./test/bench/cmd/loadgen -workload echo -payload 102400 -clients 16
+//	go run ./test/bench/cmd/loadgen -workload list -tools 1000 -clients 1
+//	go run ./test/bench/cmd/loadgen -workload sleep -sleep-ms 20 -clients 64
+//	go run ./test/bench/cmd/loadgen -idle 10000            # memory per idle session
+//
+// Flags: -clients, -eras, -rounds, -round (duration of one target's turn),
+// -workload echo|sleep|list, -sleep-ms, -payload (bytes), -policies (broker
+// sizes; the first is "broker"), -tools (downstream filler tools), -nosync
+// (add broker-nosync), -idle N (open N idle sessions per target and report
+// heap per session instead of load), -cpuprofile FILE.
+//
+// Everything shares one process and the machine's cores, so absolute
+// numbers are pessimistic; the ratios from one run are what count.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mcpbroker/mcpbroker/test/bench"
+)
+
+func main() {
+	clients := flag.String("clients", "1,16,64", "concurrent client sessions per target, comma-separated")
+	eras := flag.String("eras", bench.Legacy+","+bench.Modern, "protocol eras, comma-separated")
+	rounds := flag.Int("rounds", 5, "rounds; each visits every target once")
+	roundDur := flag.Duration("round", 2*time.Second, "one target's turn in a round")
+	workload := flag.String("workload", "echo", "echo | sleep | list")
+	sleepMS := flag.Int("sleep-ms", 10, "sleep tool argument (workload sleep)")
+	payload := flag.Int("payload", 0, "extra echo argument size in bytes")
+	pols := flag.String("policies", "50", "broker policy-set sizes, comma-separated")
+	tools := flag.Int("tools", 0, "filler tools on the downstream")
+	nosync := flag.Bool("nosync", true, "add broker-nosync (records written, not fsynced)")
+	idle := flag.Int("idle", 0, "open this many idle sessions per target and report memory per session")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the load phase")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	host, _ := os.Hostname()
+	fmt.Printf("# mcpbroker benchmark %s\n\nhost %s, %s/%s, GOMAXPROCS %d, %s, %s\n", time.Now().UTC().Format(time.RFC3339),
+		host, runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0), cpuModel(), runtime.Version())
+	fmt.Printf("command: loadgen %s\n", strings.Join(os.Args[1:], " "))
+
+	if *idle > 0 {
+		if err := idleRun(ctx, *idle, ints(*pols)); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+	w := bench.Workload{Kind: *workload, SleepMS: *sleepMS, Payload: *payload}
+	for _, era := range strings.Split(*eras, ",") {
+		rig, err := bench.NewRig(ctx, bench.RigOptions{Era: era, Tools: *tools, Policies: ints(*pols), NoSync: *nosync})
+		if err != nil {
+			log.Fatal(err)
+		}
+		for _, n := range ints(*clients) {
+			stats, err := bench.Run(ctx, rig.Targets, era, n, w, *rounds, *roundDur)
+			if err != nil {
+				_ = rig.Close()
+				log.Fatal(err)
+			}
+			bench.WriteTable(os.Stdout, fmt.Sprintf("## %s, %s, %d clients, %d policies, %d×%s rounds", era, w, n, ints(*pols)[0], *rounds, *roundDur), stats)
+		}
+		if err := rig.Close(); err != nil {
+			log.Printf("close: %v", err)
+		}
+	}
+}
+
+// idleRun opens n idle 2025-11-25 sessions on each target in turn, each
+// target in a fresh rig, and reports the live-heap growth per session.
+func idleRun(ctx context.Context, n int, pols []int) error {
+	fmt.Printf("\n## %d idle sessions per target (2025-11-25, initialize + initialized, bare HTTP client)\n\n", n)
+	fmt.Println("| target | sessions | heap Δ MiB | KiB/session | goroutines Δ | RSS MiB |")
+	fmt.Println("|---|---|---|---|---|---|")
+	rig, err := bench.NewRig(ctx, bench.RigOptions{Era: bench.Legacy, Policies: pols[:1]})
+	if err != nil {
+		return err
+	}
+	defer rig.Close()
+	for _, t := range rig.Targets {
+		h0, g0 := bench.HeapInUse(), runtime.NumGoroutine()
+		ids, err := bench.OpenIdleSessions(ctx, t.URL, t.Token, n)
+		if err != nil {
+			return fmt.Errorf("%s: %w", t.Name, err)
+		}
+		time.Sleep(500 * time.Millisecond) // let records and session state settle
+		h1, g1 := bench.HeapInUse(), runtime.NumGoroutine()
+		d := float64(int64(h1) - int64(h0))
+		fmt.Printf("| %s | %d | %.1f | %.2f | %d | %.0f |\n", t.Name, len(ids), d/(1<<20), d/1024/float64(len(ids)), g1-g0, float64(bench.RSS())/(1<<20))
+	}
+	return nil
+}
+
+func ints(s string) []int {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			log.Fatalf("bad number %q", f)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "cpu unknown"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+		}
+	}
+	return "cpu unknown"
+}
