@@ -12,12 +12,14 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/mcpbroker/mcpbroker/agents"
 	"github.com/mcpbroker/mcpbroker/broker/audit"
+	"github.com/mcpbroker/mcpbroker/broker/metrics"
 	"github.com/mcpbroker/mcpbroker/broker/store"
 	"github.com/mcpbroker/mcpbroker/policies"
 	"github.com/mcpbroker/mcpbroker/tools"
@@ -53,6 +55,9 @@ type Options struct {
 	// StoreNoSync writes records without fsync. Benchmarks only (the
 	// "written but not fsynced" comparison): a crash can lose records.
 	StoreNoSync bool
+	// Tracer exports a span per brokered call; nil traces nothing. cmd/
+	// builds it from the OTEL_* environment.
+	Tracer *metrics.Tracer
 }
 
 // Broker is one running mcpbroker. New provisions it; Run serves until the
@@ -75,6 +80,11 @@ type Broker struct {
 	mcp      *server.MCPServer
 	relay    *relay
 
+	metrics *metrics.Metrics
+	tracer  *metrics.Tracer
+	ready   metrics.Readiness
+	started atomic.Bool
+
 	policyBase []policies.Source
 	reloader   *policyReloader
 	pins       *pins
@@ -83,8 +93,9 @@ type Broker struct {
 	chains       *agents.Chains
 	sessionTasks sessionTasks
 	defaultMu    sync.Mutex
-	defaults     map[string]string // identity key hash -> default task ID
-	serverAgents map[string]string // server name -> its agent SPIFFE ID
+	defaults     map[string]string                   // identity key hash -> default task ID
+	serverAgents map[string]string                   // server name -> its agent SPIFFE ID
+	classes      map[string]map[string]audit.Classes // server -> tool -> field classes
 
 	maxBody        int64
 	callTimeout    time.Duration
@@ -146,7 +157,30 @@ func New(cfg Config, opts Options) (b *Broker, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit key: %w", err)
 	}
-	b.ledger = audit.NewLedger(b.store, b.log)
+	signer, err := audit.LoadOrCreateSigner(filepath.Join(cfg.DataDir, audit.SigningKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("audit signing key: %w", err)
+	}
+	b.metrics = metrics.New()
+	b.tracer = opts.Tracer
+	b.ledger = audit.NewLedger(b.store, b.log, audit.WithSigner(signer),
+		audit.WithCheckpointEvery(1000),
+		audit.WithAnchorFile(filepath.Join(cfg.DataDir, audit.AnchorFile)),
+		audit.WithCommitObserver(b.metrics.StoreCommit))
+	b.metrics.LedgerSize(b.store.Size)
+	b.ready.Add("policy", func(context.Context) error {
+		if b.engine.Set() == nil {
+			return errors.New("no policy set")
+		}
+		return nil
+	})
+	b.ready.Add("store", b.ledger.Ready)
+	b.ready.Add("downstreams", func(context.Context) error {
+		if !b.started.Load() {
+			return errors.New("downstream pool not initialised")
+		}
+		return nil
+	})
 
 	if err := b.setupIdentity(); err != nil {
 		return nil, err
@@ -161,9 +195,13 @@ func New(cfg Config, opts Options) (b *Broker, err error) {
 	b.chains = agents.NewChains()
 	b.defaults = map[string]string{}
 	b.serverAgents = map[string]string{}
+	b.classes = map[string]map[string]audit.Classes{}
 	for _, s := range cfg.Servers {
 		if s.Agent != "" {
 			b.serverAgents[s.Name] = s.Agent
+		}
+		if len(s.Classify) > 0 {
+			b.classes[s.Name] = s.Classify
 		}
 	}
 
@@ -283,6 +321,7 @@ func (b *Broker) Run(ctx context.Context) error {
 		return err
 	}
 	b.applyCatalog(b.pool.Snapshot())
+	b.started.Store(true)
 
 	admin, err := b.serveAdmin()
 	if err != nil {
@@ -457,6 +496,9 @@ func (b *Broker) shutdown(ctx context.Context) {
 		_ = b.reloader.Close()
 	}
 	b.record(ctx, audit.Event{Type: audit.BrokerStopped})
+	if _, err := b.ledger.Checkpoint(ctx); err != nil {
+		b.log.Warn("closing ledger checkpoint not written", "err", err)
+	}
 	b.closeStores()
 	b.log.Info("broker stopped")
 }
@@ -484,9 +526,11 @@ func (b *Broker) onPolicyReload(digest string, err error) {
 	ctx := context.Background()
 	if err != nil {
 		b.record(ctx, audit.Event{Type: audit.PolicyRejected, PolicyDigest: digest, Detail: truncate(err.Error(), 2000)})
+		b.metrics.PolicyReload(false)
 		return
 	}
 	b.record(ctx, audit.Event{Type: audit.PolicyLoaded, PolicyDigest: digest, Detail: fmt.Sprintf("%d policies (reload)", b.engine.Set().Len())})
+	b.metrics.PolicyReload(true)
 }
 
 // ReloadPolicies reloads the policy directory now (SIGHUP). An invalid set

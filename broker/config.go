@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/mcpbroker/mcpbroker/broker/audit"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.yaml.in/yaml/v3"
 )
@@ -107,6 +109,10 @@ type ServerConfig struct {
 	ProtocolVersion string `yaml:"protocol_version"`
 	// RiskTags are attached to every tool of this server for policy.
 	RiskTags []string `yaml:"risk_tags"`
+	// Classify says how each tool's argument fields appear in the audit
+	// trail: tool -> field -> public | sensitive | secret. Unlisted fields
+	// are sensitive (keyed digest); fields named like credentials, secret.
+	Classify map[string]audit.Classes `yaml:"classify"`
 	// Agent, if set, says this downstream server is itself an agent with
 	// this SPIFFE ID: calls forwarded to it carry a chain token, and when
 	// it calls tools through the broker it acts as a child of the caller.
@@ -417,6 +423,13 @@ func (c *Config) Validate() error {
 		case "", "2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28":
 		default:
 			add("%s.protocol_version: %q is not a known MCP version", where, s.ProtocolVersion)
+		}
+	}
+	for i, s := range c.Servers {
+		for tool, cl := range s.Classify {
+			if err := cl.Validate(); err != nil {
+				add("servers[%d].classify[%s]: %v", i, tool, err)
+			}
 		}
 	}
 	errs = append(errs, c.validateAgents()...)

@@ -132,6 +132,9 @@ func (b *Broker) applyCatalog(s *tools.Snapshot) {
 	b.catMu.Lock()
 	defer b.catMu.Unlock()
 	b.observePins(s)
+	for name, err := range b.pool.Status() {
+		b.metrics.DownstreamHealth(name, err == nil)
+	}
 
 	toolSum := sha256.New()
 	st := b.brokerTools()
@@ -248,6 +251,8 @@ func (b *Broker) httpHandler(stream http.Handler) http.Handler {
 		_ = json.NewEncoder(w).Encode(status)
 	})
 	b.routeIdentity(mux)
+	mux.Handle("GET /metrics", b.metrics.Handler())
+	mux.Handle("GET /readyz", b.ready.Handler())
 	mux.Handle("/mcp", b.guard(stream))
 	return mux
 }

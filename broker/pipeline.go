@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/mcpbroker/mcpbroker/agents"
 	"github.com/mcpbroker/mcpbroker/broker/audit"
+	"github.com/mcpbroker/mcpbroker/broker/metrics"
 	"github.com/mcpbroker/mcpbroker/policies"
 	"github.com/mcpbroker/mcpbroker/tools"
 )
@@ -27,6 +29,8 @@ type call struct {
 	args     tools.Args
 	start    time.Time
 	acting   *acting // task and chain; nil if refused before resolution
+	span     *metrics.CallSpan
+	traceCtx context.Context // carries the call's span, for propagation
 }
 
 // admit runs identity → policy → decision record for one request. It
@@ -37,6 +41,13 @@ func (b *Broker) admit(ctx context.Context, method string, action policies.Actio
 	if s := server.ClientSessionFromContext(ctx); s != nil {
 		c.session = s.SessionID()
 	}
+	var metaFields map[string]any
+	if meta != nil {
+		metaFields = meta.AdditionalFields
+	}
+	c.traceCtx, c.span = b.tracer.StartCall(b.tracer.Extract(ctx, metaFields), metrics.Call{
+		Method: method, Target: target.Exposed, Server: target.Server, CallID: c.id, Session: c.session,
+	})
 	log := b.log.With("call_id", c.id, "method", method, "target", target.Exposed, "server", target.Server)
 	id, ok := agents.FromContext(ctx)
 	if !ok {
@@ -71,6 +82,7 @@ func (b *Broker) admit(ctx context.Context, method string, action policies.Actio
 		log.Info("call refused: outside the task", "agent", id.Agent, "task", a.task.ID)
 		return c, ReasonOutsideTask
 	}
+	policyStart := time.Now()
 	dec := b.engine.Decide(policies.Request{
 		CallID:    c.id,
 		Action:    action,
@@ -89,6 +101,7 @@ func (b *Broker) admit(ctx context.Context, method string, action policies.Actio
 			return c, reason
 		}
 	}
+	policyDur := time.Since(policyStart)
 	reason := Reason("")
 	switch dec.Outcome {
 	case policies.Allow:
@@ -99,6 +112,8 @@ func (b *Broker) admit(ctx context.Context, method string, action policies.Actio
 	default:
 		reason = ReasonDeniedByPolicy
 	}
+	b.metrics.CallDecided(string(dec.Outcome), string(reason), policyDur)
+	c.span.Decided(string(dec.Outcome), string(reason), dec.PolicyIDs)
 	if err := b.recordDecision(ctx, c, &dec, reason, ""); err != nil {
 		log.Error("call refused: decision record not written", "err", err)
 		return c, ReasonInternal
@@ -164,6 +179,7 @@ func (b *Broker) recordDecision(ctx context.Context, c *call, dec *policies.Deci
 	}
 	if c.args.Canonical != nil {
 		ev.ArgsDigest = b.hasher.Digest(c.args.Canonical)
+		ev.Args = b.classify(c)
 	}
 	if dec != nil {
 		ev.Decision = string(dec.Outcome)
@@ -203,8 +219,23 @@ func (b *Broker) complete(ctx context.Context, c *call, status string, class Rea
 	_, err := b.ledger.Record(ctx, ev)
 	if err != nil {
 		b.log.Error("outcome record not written; withholding the result", "call_id", c.id, "err", err)
+		status, class = audit.StatusError, ReasonInternal
 	}
+	b.metrics.Downstream(c.target.Server, status, time.Since(c.start))
+	c.span.End(status, string(class))
 	return err
+}
+
+// classify is the audit summary of c's arguments under the server's
+// per-tool classification.
+func (b *Broker) classify(c *call) map[string]string {
+	var args map[string]any
+	dec := json.NewDecoder(bytes.NewReader(c.args.Canonical))
+	dec.UseNumber()
+	if dec.Decode(&args) != nil || len(args) == 0 {
+		return nil
+	}
+	return audit.Classify(b.hasher, b.classes[c.target.Server][c.target.Name], args)
 }
 
 // record writes an event that is not part of a call's decision; failures
@@ -281,6 +312,7 @@ func (b *Broker) toolHandler(t tools.Tool) server.ToolHandlerFunc {
 			}
 		}
 		if reason != "" {
+			c.span.End("refused", string(reason))
 			return refusal(reason, c.id), nil
 		}
 		return b.forwardTool(ctx, c, t, raw, req.Params.Meta), nil
@@ -290,6 +322,11 @@ func (b *Broker) toolHandler(t tools.Tool) server.ToolHandlerFunc {
 // forwardTool sends an admitted call downstream and records its outcome.
 func (b *Broker) forwardTool(ctx context.Context, c *call, t tools.Tool, raw []byte, meta *mcp.Meta) *mcp.CallToolResult {
 	ctx, release := b.chainMeta(ctx, c, t)
+	if c.traceCtx != nil {
+		carrier := map[string]any{}
+		b.tracer.Inject(c.traceCtx, carrier)
+		ctx = tools.WithExtraMeta(ctx, carrier)
+	}
 	if server.IsModernRequest(ctx) {
 		// The parked call may outlive this request: it releases the
 		// chain token when the downstream call ends.
@@ -360,6 +397,7 @@ func (b *Broker) resourceHandler(serverName string, r *tools.Resource) server.Re
 			ReadOnly: true, Idempotent: true}
 		c, reason := b.admit(ctx, "resources/read", policies.ActionReadResource, target, nil, req.Params.Meta)
 		if reason != "" {
+			c.span.End("refused", string(reason))
 			return nil, refusalError(reason, c.id)
 		}
 		fctx, cancel := context.WithTimeout(ctx, b.callTimeout)
@@ -386,6 +424,7 @@ func (b *Broker) promptHandler(p tools.Prompt) server.PromptHandlerFunc {
 		raw, _ := json.Marshal(req.Params.Arguments)
 		c, reason := b.admit(ctx, "prompts/get", policies.ActionGetPrompt, target, raw, req.Params.Meta)
 		if reason != "" {
+			c.span.End("refused", string(reason))
 			return nil, refusalError(reason, c.id)
 		}
 		fctx, cancel := context.WithTimeout(ctx, b.callTimeout)

@@ -323,6 +323,7 @@ func (b *Broker) brokerToolHandler(def mcp.Tool, run func(ctx context.Context, c
 		}
 		c, reason := b.admit(ctx, "tools/call", policies.ActionCallTool, target, raw, req.Params.Meta)
 		if reason != "" {
+			c.span.End("refused", string(reason))
 			return refusal(reason, c.id), nil
 		}
 		res, err := run(ctx, c, req)

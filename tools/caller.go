@@ -38,6 +38,16 @@ type extraMetaKey struct{}
 // _meta fields (the broker's own, such as a chain token). Unlike the
 // agent's _meta, which is filtered, they are sent as given.
 func WithExtraMeta(ctx context.Context, m map[string]any) context.Context {
+	if prev := extraMeta(ctx); len(prev) > 0 {
+		merged := make(map[string]any, len(prev)+len(m))
+		for k, v := range prev {
+			merged[k] = v
+		}
+		for k, v := range m {
+			merged[k] = v
+		}
+		m = merged
+	}
 	return context.WithValue(ctx, extraMetaKey{}, m)
 }
 

@@ -1,5 +1,3 @@
-//go:build mcpbroker_otel
-
 // Package metrics is the broker's live observability: Prometheus collectors
 // served at /metrics, OpenTelemetry traces of brokered calls, and the
 // /healthz and /readyz probes.

@@ -1,5 +1,3 @@
-//go:build mcpbroker_otel
-
 package metrics
 
 import (

@@ -12,8 +12,10 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/mcpbroker/mcpbroker/broker"
+	"github.com/mcpbroker/mcpbroker/broker/metrics"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -113,8 +115,23 @@ func serve(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	tcfg, err := metrics.TracingConfigFromEnv(os.Getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "mcpbroker: tracing: %v\n", err)
+		return 1
+	}
+	tracer, err := metrics.NewTracer(ctx, tcfg, version)
+	if err != nil {
+		fmt.Fprintf(stderr, "mcpbroker: tracing: %v\n", err)
+		return 1
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tracer.Shutdown(sctx)
+	}()
 	b, err := broker.New(cfg, broker.Options{
-		Logger: log, Version: version, Stdio: *stdio,
+		Logger: log, Version: version, Stdio: *stdio, Tracer: tracer,
 		Ready: func(url string) {
 			if url != "" && *demo {
 				printDemo(stderr, url)

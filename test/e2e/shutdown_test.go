@@ -55,7 +55,7 @@ func TestShutdownWithCallsInFlight(t *testing.T) {
 			t.Errorf("call %s (%s) was decided but has no call.completed record after shutdown", id, target)
 		}
 	}
-	if last := entries[len(entries)-1].Event.Type; last != "broker.stopped" {
+	if last := lastEvent(entries); last != "broker.stopped" {
 		t.Errorf("last audit record is %s, want broker.stopped", last)
 	}
 }
