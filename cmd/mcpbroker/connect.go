@@ -215,17 +215,31 @@ func (b *bridge) send(ctx context.Context, msg []byte, p peek) {
 	case resp.StatusCode == http.StatusAccepted:
 	case strings.HasPrefix(ct, "text/event-stream"):
 		b.relaySSE(resp.Body, p)
-	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
-		b.log.Warn("broker refused the request", "status", resp.Status, "www-authenticate", resp.Header.Get("WWW-Authenticate"))
+	case resp.StatusCode >= 400:
+		// The broker's error bodies carry a null id: answer the request
+		// itself, so the client is not left waiting.
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		if !b.relayJSON(body, p) {
-			b.fail(p, -32001, "mcpbroker connect: "+resp.Status+" "+resp.Header.Get("WWW-Authenticate"))
+		var e struct {
+			Error struct {
+				Code    int    `json:"code"`
+				Message string `json:"message"`
+			} `json:"error"`
 		}
+		msg := "broker answered " + resp.Status
+		if json.Unmarshal(body, &e) == nil && e.Error.Message != "" {
+			msg += ": " + e.Error.Message
+		}
+		if h := resp.Header.Get("WWW-Authenticate"); h != "" {
+			msg += " (WWW-Authenticate: " + h + ")"
+		}
+		code := e.Error.Code
+		if code == 0 {
+			code = -32603
+		}
+		b.fail(p, code, "mcpbroker connect: "+msg)
 	default:
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-		if !b.relayJSON(body, p) && resp.StatusCode >= 300 {
-			b.fail(p, -32603, "mcpbroker connect: broker answered "+resp.Status)
-		}
+		b.relayJSON(body, p)
 	}
 }
 

@@ -328,8 +328,9 @@ func TestRealSPIRE(t *testing.T) {
 			"--token-file", token("spiffe://example.org/agent/other", "mcp:tools"))
 		rpc := newRPC(t, c)
 		res := rpc.call(t, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`)
-		if res["error"] == nil {
-			t.Fatalf("initialize went through: %v", res)
+		b, _ := json.Marshal(res["error"])
+		if res["error"] == nil || !strings.Contains(string(b), "401") || !strings.Contains(string(b), "invalid_token") {
+			t.Fatalf("initialize with a token delegated to another agent: %v", res)
 		}
 	})
 
