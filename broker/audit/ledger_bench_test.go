@@ -50,11 +50,15 @@ func benchEvent() Event {
 }
 
 // BenchmarkRecordParallelNoSync is group commit without fsync.
-func BenchmarkRecordParallelNoSync(b *testing.B) { benchRecordOpts(b, store.Options{NoSync: true}, true) }
+func BenchmarkRecordParallelNoSync(b *testing.B) {
+	benchRecordOpts(b, store.Options{NoSync: true}, true)
+}
 
 // BenchmarkRecordSerialNoSync is one caller without fsync: the batch delay
 // and the CPU work only.
-func BenchmarkRecordSerialNoSync(b *testing.B) { benchRecordOpts(b, store.Options{NoSync: true}, false) }
+func BenchmarkRecordSerialNoSync(b *testing.B) {
+	benchRecordOpts(b, store.Options{NoSync: true}, false)
+}
 
 // BenchmarkCanonicalEvent is the canonical encoding of a three-pass
 // decision record, done once per record before the commit.
