@@ -46,6 +46,9 @@ func spireBinaries() (string, string, error) {
 	}
 	find := func(env, name string) (string, error) {
 		if p := os.Getenv(env); p != "" {
+			if _, err := os.Stat(p); err != nil {
+				return "", fmt.Errorf("$%s: %w", env, err)
+			}
 			return p, nil
 		}
 		if p, err := exec.LookPath(name); err == nil {
