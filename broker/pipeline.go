@@ -76,6 +76,12 @@ func (b *Broker) admit(ctx context.Context, method string, action policies.Actio
 		return c, reason
 	}
 	c.acting = a
+	if action == policies.ActionReadResource && !a.allowsResource(target.Name) {
+		err := fmt.Errorf("%w: %s is not among the task's resources %v", agents.ErrOutsideTask, target.Name, a.task.Resources)
+		b.recordDecision(ctx, c, nil, ReasonOutsideTask, err.Error())
+		log.Info("call refused: resource outside the task", "agent", id.Agent, "task", a.task.ID)
+		return c, ReasonOutsideTask
+	}
 	if action == policies.ActionCallTool && !a.allowsTool(target.Exposed) {
 		err := fmt.Errorf("%w: %s is not among the task's tools %v", agents.ErrOutsideTask, target.Exposed, a.task.Tools)
 		b.recordDecision(ctx, c, nil, ReasonOutsideTask, err.Error())

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -101,6 +102,20 @@ func (a *acting) allowsTool(name string) bool {
 		return lt.AllowsTool(name)
 	}
 	return true
+}
+
+// allowsResource applies the task's resource URI patterns (if it has any)
+// to a resources/read.
+func (a *acting) allowsResource(uri string) bool {
+	if a.task == nil || len(a.task.Resources) == 0 {
+		return true
+	}
+	for _, p := range a.task.Resources {
+		if ok, _ := path.Match(p, uri); ok || p == uri {
+			return true
+		}
+	}
+	return false
 }
 
 // sessionTasks binds legacy sessions to the task first presented in them.
