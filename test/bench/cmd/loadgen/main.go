@@ -14,7 +14,8 @@
 // -workload echo|sleep|list, -sleep-ms, -payload (bytes), -policies (broker
 // sizes; the first is "broker"), -tools (downstream filler tools), -nosync
 // (add broker-nosync), -idle N (open N idle sessions per target and report
-// heap per session instead of load), -cpuprofile FILE.
+// heap per session instead of load), -broker-only (no direct or proxy
+// target, for profiles), -cpuprofile FILE.
 //
 // Everything shares one process and the machine's cores, so absolute
 // numbers are pessimistic; the ratios from one run are what count.
@@ -48,7 +49,8 @@ func main() {
 	tools := flag.Int("tools", 0, "filler tools on the downstream")
 	nosync := flag.Bool("nosync", true, "add broker-nosync (records written, not fsynced)")
 	idle := flag.Int("idle", 0, "open this many idle sessions per target and report memory per session")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the load phase")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run")
+	only := flag.Bool("broker-only", false, "drive the broker alone (for profiles: no direct or proxy target)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -76,7 +78,8 @@ func main() {
 	}
 	w := bench.Workload{Kind: *workload, SleepMS: *sleepMS, Payload: *payload}
 	for _, era := range strings.Split(*eras, ",") {
-		rig, err := bench.NewRig(ctx, bench.RigOptions{Era: era, Tools: *tools, Policies: ints(*pols), NoSync: *nosync})
+		rig, err := bench.NewRig(ctx, bench.RigOptions{Era: era, Tools: *tools, Policies: ints(*pols), NoSync: *nosync && !*only,
+			NoDirect: *only, NoProxy: *only})
 		if err != nil {
 			log.Fatal(err)
 		}
