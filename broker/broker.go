@@ -80,6 +80,8 @@ type Broker struct {
 	mcp      *server.MCPServer
 	relay    *relay
 
+	approvals *approvalStage // approve.go
+
 	metrics *metrics.Metrics
 	tracer  *metrics.Tracer
 	ready   metrics.Readiness
@@ -190,6 +192,9 @@ func New(cfg Config, opts Options) (b *Broker, err error) {
 		return nil, err
 	}
 	b.relay = newRelay()
+	if b.approvals, err = b.newApprovalStage(); err != nil {
+		return nil, err
+	}
 	b.pins = &pins{st: b.store}
 	b.tasks = agents.NewTasks(b.store, b.now)
 	b.chains = agents.NewChains()
@@ -476,6 +481,7 @@ func (b *Broker) serveAdmin() (*http.Server, error) {
 	mux.Handle(audit.AuditPath, ah)
 	mux.Handle(audit.AuditPath+"/", ah)
 	b.taskAdmin(mux)
+	b.approvalAdmin(mux)
 	b.sessionAdmin(mux)
 	b.pinAdmin(mux)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}

@@ -50,6 +50,8 @@ type Config struct {
 	Servers  []ServerConfig `yaml:"servers"`
 	// Agents is the registry of known agents (see config_agents.go).
 	Agents []AgentConfig `yaml:"agents"`
+	// Approvals configures human approval (see config_approvals.go).
+	Approvals ApprovalsConfig `yaml:"approvals"`
 
 	// demo marks the built-in demo configuration: in-process demo servers
 	// and the embedded demo policies. Set only by DemoConfig.
@@ -433,6 +435,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.validateAgents()...)
+	errs = append(errs, c.Approvals.validate()...)
 	return errors.Join(errs...)
 }
 

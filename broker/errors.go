@@ -38,6 +38,10 @@ func (r Reason) message() string {
 		return "the call took longer than the broker allows"
 	case ReasonCancelled:
 		return "the call was cancelled"
+	case ReasonApprovalDenied:
+		return "a human did not approve this call"
+	case ReasonApprovalTimeout:
+		return "no human approved this call in time"
 	}
 	return "the broker could not complete this call"
 }

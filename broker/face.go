@@ -254,6 +254,7 @@ func (b *Broker) httpHandler(stream http.Handler) http.Handler {
 	mux.Handle("GET /metrics", b.metrics.Handler())
 	mux.Handle("GET /readyz", b.ready.Handler())
 	mux.Handle("/mcp", b.guard(stream))
+	mux.Handle("/approvals/", b.approvalsHandler())
 	return mux
 }
 
