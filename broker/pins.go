@@ -27,7 +27,11 @@ import (
 
 // pins tracks which tools are currently unpinned.
 type pins struct {
-	st       *store.Store
+	st *store.Store
+
+	obsMu sync.Mutex            // serializes observePins
+	known map[string]*store.Pin // cache of the pins bucket; nil until loaded
+
 	mu       sync.RWMutex
 	unpinned map[string]bool // server/tool
 }
@@ -50,49 +54,76 @@ func definitionDigest(t tools.Tool) (string, json.RawMessage) {
 	return "sha256:" + hex.EncodeToString(sum[:]), pretty.Bytes()
 }
 
-// observe pins new tools and flags changed ones; it returns the keys whose
-// state changed, for logging and audit.
+// observePins pins new tools and flags changed ones. Pins are cached in
+// memory (loaded once) and written in one transaction per catalog change.
 func (b *Broker) observePins(snap *tools.Snapshot) {
 	if b.pins == nil {
 		return
 	}
+	b.pins.obsMu.Lock()
+	defer b.pins.obsMu.Unlock()
+	if b.pins.known == nil {
+		all, err := b.pins.st.ListPins()
+		if err != nil {
+			b.log.Error("tool pins unreadable; every tool is treated as unpinned", "err", err)
+			next := map[string]bool{}
+			for _, t := range snap.Tools {
+				next[t.Server+"/"+t.Name] = true
+			}
+			b.pins.mu.Lock()
+			b.pins.unpinned = next
+			b.pins.mu.Unlock()
+			return
+		}
+		b.pins.known = map[string]*store.Pin{}
+		for _, p := range all {
+			b.pins.known[p.Key] = p
+		}
+	}
 	now := b.now()
 	next := map[string]bool{}
+	var writes []*store.Pin
+	var events []audit.Event
 	for _, t := range snap.Tools {
 		key := t.Server + "/" + t.Name
 		digest, def := definitionDigest(t)
-		p, err := b.pins.st.GetPin(key)
-		if err != nil {
-			b.log.Error("tool pin unreadable; treating the tool as unpinned", "tool", key, "err", err)
-			next[key] = true
-			continue
-		}
+		p := b.pins.known[key]
 		switch {
 		case p == nil:
 			p = &store.Pin{Key: key, Digest: digest, Definition: def, PinnedAt: now, PinnedBy: "first use"}
-			if err := b.pins.st.PutPin(p); err != nil {
-				b.log.Error("tool pin not stored; treating the tool as unpinned", "tool", key, "err", err)
-				next[key] = true
-				continue
-			}
-			b.record(context.Background(), audit.Event{Type: audit.ToolPinned, Server: t.Server, Target: t.Exposed, Detail: "pinned on first use " + digest})
+			writes = append(writes, p)
+			events = append(events, audit.Event{Type: audit.ToolPinned, Server: t.Server, Target: t.Exposed, Detail: "pinned on first use " + digest})
 		case p.Digest == digest:
 			if p.PendingDigest != "" { // the server went back to the pinned definition
-				p.PendingDigest, p.Pending, p.ChangedAt = "", nil, nil
-				_ = b.pins.st.PutPin(p)
+				c := *p
+				c.PendingDigest, c.Pending, c.ChangedAt = "", nil, nil
+				writes = append(writes, &c)
 			}
 		default:
 			next[key] = true
 			if p.PendingDigest != digest {
-				p.PendingDigest, p.Pending, p.ChangedAt = digest, def, &now
-				if err := b.pins.st.PutPin(p); err != nil {
-					b.log.Error("changed tool definition not stored", "tool", key, "err", err)
-				}
-				b.record(context.Background(), audit.Event{Type: audit.ToolChanged, Server: t.Server, Target: t.Exposed,
+				c := *p
+				c.PendingDigest, c.Pending, c.ChangedAt = digest, def, &now
+				writes = append(writes, &c)
+				events = append(events, audit.Event{Type: audit.ToolChanged, Server: t.Server, Target: t.Exposed,
 					Detail: fmt.Sprintf("definition changed from %s to %s; calls refused until re-pinned", p.Digest, digest)})
 				b.log.Warn("tool definition changed since it was pinned: calls are refused until an operator re-pins it (mcpbroker tools diff/pin)",
 					"tool", key, "pinned", p.Digest, "now", digest)
 			}
+		}
+	}
+	if err := b.pins.st.PutPins(writes); err != nil {
+		// Unrecorded first sightings stay unpinned: fail closed.
+		b.log.Error("tool pins not stored; the affected tools are refused", "err", err)
+		for _, p := range writes {
+			next[p.Key] = true
+		}
+	} else {
+		for _, p := range writes {
+			b.pins.known[p.Key] = p
+		}
+		for _, ev := range events {
+			b.record(context.Background(), ev)
 		}
 	}
 	b.pins.mu.Lock()
@@ -192,9 +223,12 @@ func (b *Broker) pinAdmin(mux *http.ServeMux) {
 	})
 }
 
-// applyCatalogForce re-evaluates pins (after a re-pin) without waiting for
-// the next catalog change.
+// applyCatalogForce re-reads the pins (after a re-pin by anyone) and
+// re-evaluates them without waiting for the next catalog change.
 func (b *Broker) applyCatalogForce() {
+	b.pins.obsMu.Lock()
+	b.pins.known = nil
+	b.pins.obsMu.Unlock()
 	b.observePins(b.pool.Snapshot())
 }
 

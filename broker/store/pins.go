@@ -63,3 +63,27 @@ func (s *Store) ListPins() ([]*Pin, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return out, err
 }
+
+// PutPins stores several pins in one transaction.
+func (s *Store) PutPins(ps []*Pin) error {
+	if len(ps) == 0 {
+		return nil
+	}
+	enc := make([][]byte, len(ps))
+	for i, p := range ps {
+		b, err := json.Marshal(p)
+		if err != nil {
+			return err
+		}
+		enc[i] = b
+	}
+	return s.batchUpdate("put pins", func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketPins)
+		for i, p := range ps {
+			if err := bk.Put([]byte(p.Key), enc[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
