@@ -64,7 +64,9 @@ func (c ApprovalsConfig) timeout() time.Duration {
 	return orDefault(c.Timeout, defaultApprovalTimeout)
 }
 
-func (c ApprovalsConfig) scopeTTL() time.Duration { return orDefault(c.ScopeTTL, defaultApprovalScopeTTL) }
+func (c ApprovalsConfig) scopeTTL() time.Duration {
+	return orDefault(c.ScopeTTL, defaultApprovalScopeTTL)
+}
 
 func (c ApprovalsConfig) progressInterval() time.Duration {
 	return orDefault(c.ProgressInterval, defaultProgressInterval)
