@@ -71,6 +71,10 @@ type IdentityConfig struct {
 	DefaultInitiator string     `yaml:"default_initiator"`
 	DefaultTenant    string     `yaml:"default_tenant"`
 	Tokens           []DevToken `yaml:"tokens"`
+	// AdmitUnregistered lets agents missing from the agents: registry reach
+	// policy (as AgentClass "unregistered") instead of being refused
+	// outright. Without a registry every agent reaches policy.
+	AdmitUnregistered bool `yaml:"admit_unregistered"`
 	// SPIFFE and OIDC configure spiffe mode (see identity.go).
 	SPIFFE SPIFFEIdentityConfig `yaml:"spiffe"`
 	OIDC   OIDCIdentityConfig   `yaml:"oidc"`

@@ -78,6 +78,8 @@ func (b *Broker) policyChain(a *acting) []policies.Agent {
 		var classes []string
 		if reg, ok := b.cfg.agent(id); ok {
 			classes = reg.Classes
+		} else if len(b.cfg.Agents) > 0 {
+			classes = []string{"unregistered"}
 		}
 		out = append(out, policies.Agent{ID: id, Classes: classes})
 	}
@@ -158,6 +160,11 @@ func (b *Broker) resolve(ctx context.Context, id agents.Identity, session string
 		}
 		if v, ok := meta.AdditionalFields[MetaChain].(string); ok && p.chain == "" {
 			p.chain = v
+		}
+	}
+	if len(b.cfg.Agents) > 0 && !b.cfg.Identity.AdmitUnregistered {
+		if _, ok := b.cfg.agent(id.Agent); !ok {
+			return nil, fmt.Errorf("%w: %s is not in the agents registry", errUnregistered, id.Agent)
 		}
 	}
 	a := &acting{agent: id, initiator: policies.Initiator{
@@ -292,9 +299,15 @@ func (b *Broker) chainMeta(ctx context.Context, c *call, target tools.Tool) (con
 	return tools.WithExtraMeta(ctx, map[string]any{MetaChain: tok}), release
 }
 
+// errUnregistered refuses an authenticated agent the registry does not
+// know (identity.admit_unregistered lets policy decide instead).
+var errUnregistered = errors.New("unregistered agent")
+
 // taskReason maps task errors to the agent's reason code.
 func taskReason(err error) Reason {
 	switch {
+	case errors.Is(err, errUnregistered):
+		return ReasonDeniedByPolicy
 	case errors.Is(err, agents.ErrOutsideTask), errors.Is(err, agents.ErrTaskEnded),
 		errors.Is(err, agents.ErrBudget), errors.Is(err, agents.ErrUnknownTask), errors.Is(err, agents.ErrChainToken):
 		return ReasonOutsideTask

@@ -105,7 +105,7 @@ func newChainRig(t *testing.T, policy string) *chainRig {
 	if err := os.WriteFile(filepath.Join(dir, "p.cedar"), []byte(policy), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for name, tok := range map[string]string{"PLANNER_TOK": "planner-token-1", "RESEARCHER_TOK": "researcher-token-1", "CODER_TOK": "coder-token-1"} {
+	for name, tok := range map[string]string{"PLANNER_TOK": "planner-token-1", "RESEARCHER_TOK": "researcher-token-1", "CODER_TOK": "coder-token-1", "STRANGER_TOK": "stranger-token-1"} {
 		t.Setenv(name, tok)
 	}
 	r := &chainRig{}
@@ -115,6 +115,7 @@ func newChainRig(t *testing.T, policy string) *chainRig {
 		{TokenEnv: "PLANNER_TOK", Agent: planner, Initiator: "alice"},
 		{TokenEnv: "RESEARCHER_TOK", Agent: researcher, Initiator: "mallory"},
 		{TokenEnv: "CODER_TOK", Agent: coder, Initiator: "alice"},
+		{TokenEnv: "STRANGER_TOK", Agent: "spiffe://t.local/agent/stranger", Initiator: "alice"},
 	}}
 	cfg.Agents = []AgentConfig{
 		{ID: planner, Classes: []string{"planner"}, MaxDepth: 3},
@@ -352,5 +353,17 @@ func TestChainedCallActsForTheInitiator(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no chained kv__get record among %d: %s", len(es), fmt.Sprint(es))
+	}
+}
+
+func TestUnregisteredAgentRefused(t *testing.T) {
+	r := newChainRig(t, permitAll)
+	c := r.agent(t, "stranger-token-1", "")
+	if res := callTool(t, c, "kv__get", map[string]any{"key": "k"}); reasonOf(res) != string(ReasonDeniedByPolicy) {
+		t.Errorf("unregistered agent: %q", text(res))
+	}
+	lt, err := c.ListTools(context.Background(), mcp.ListToolsRequest{})
+	if err != nil || len(lt.Tools) != 0 {
+		t.Errorf("unregistered agent sees %d tools (%v)", len(lt.Tools), err)
 	}
 }
