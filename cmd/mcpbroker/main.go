@@ -32,6 +32,7 @@ Usage:
   mcpbroker serve --config FILE [--data DIR] [--listen HOST:PORT] [--stdio]
   mcpbroker audit list|query|show|verify|export|hash|compact|pubkey ...  (mcpbroker audit help)
   mcpbroker task grant|list|show|revoke ...
+  mcpbroker approvals list|show ID|approve ID|deny ID --comment TEXT|history ...
   mcpbroker tools list|diff|pin ...
   mcpbroker connect --url https://HOST:PORT/mcp [--broker-id SPIFFE-ID] [--token-file F | --token-env VAR] [--jwt-svid]
   mcpbroker sessions list|show|revoke ...  (mcpbroker sessions help)
@@ -54,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return toolsCmd(args[1:], stdout, stderr)
 	case "task":
 		return taskCmd(args[1:], stdout, stderr)
+	case "approvals":
+		return approvalsCmd(args[1:], stdout, stderr)
 	case "audit":
 		return auditCmd(args[1:], stdout, stderr)
 	case "policy":
