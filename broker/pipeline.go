@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -193,6 +194,13 @@ func (b *Broker) recordDecision(ctx context.Context, c *call, dec *policies.Deci
 		ev.PolicyDigest = dec.Digest
 		for _, p := range dec.Passes {
 			ev.Passes = append(ev.Passes, audit.Pass{Principal: p.Principal, Allowed: p.Allowed, Reasons: p.Reasons, Errors: p.Errors})
+		}
+		ev.ShadowOutcome = string(dec.ShadowOutcome)
+		for _, sh := range dec.Shadow {
+			ev.Shadow = append(ev.Shadow, string(sh.Effect)+":"+sh.PolicyID)
+		}
+		if cd := dec.Candidate; cd != nil {
+			ev.Candidate = strings.TrimSpace(string(cd.Outcome) + " " + cd.Digest + " " + strings.Join(cd.PolicyIDs, ","))
 		}
 		if dec.DeniedBy != "" && ev.Detail == "" {
 			ev.Detail = "denied by " + dec.DeniedBy

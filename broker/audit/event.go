@@ -114,10 +114,18 @@ type Event struct {
 	PolicyIDs    []string          `json:"policy_ids,omitempty"`    // determining policy IDs
 	PolicyDigest string            `json:"policy_digest,omitempty"` // digest of the policy set that decided
 	Passes       []Pass            `json:"passes,omitempty"`        // one per principal on the chain
-	Status       string            `json:"status,omitempty"`        // outcome: StatusOK, StatusToolError, ...
-	ErrorClass   string            `json:"error_class,omitempty"`   // stable class of a failed outcome
-	LatencyMS    float64           `json:"latency_ms,omitempty"`    // forward latency in milliseconds
-	Detail       string            `json:"detail,omitempty"`        // operator-facing detail (never secrets)
+	// Shadow is what log-only policy would have done: the outcome had the
+	// @mode("log_only") policies been enforced, and their effects
+	// ("shadow_deny:<policy id>", "shadow_allow:<id>", "shadow_error:<id>").
+	ShadowOutcome string   `json:"shadow_outcome,omitempty"`
+	Shadow        []string `json:"shadow,omitempty"`
+	// Candidate is what a candidate policy set (policy.mode log_only for a
+	// whole set) would have decided: "<outcome> <digest> <policy ids>".
+	Candidate  string  `json:"candidate,omitempty"`
+	Status     string  `json:"status,omitempty"`      // outcome: StatusOK, StatusToolError, ...
+	ErrorClass string  `json:"error_class,omitempty"` // stable class of a failed outcome
+	LatencyMS  float64 `json:"latency_ms,omitempty"`  // forward latency in milliseconds
+	Detail     string  `json:"detail,omitempty"`      // operator-facing detail (never secrets)
 	// Checkpoint is set on LedgerCheckpoint events only.
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
 }
