@@ -89,7 +89,9 @@ type Broker struct {
 
 	policyBase []policies.Source
 	reloader   *policyReloader
-	pins       *pins
+	// candidateReloader watches CandidatePolicies (log-only rollout).
+	candidateReloader *policyReloader
+	pins              *pins
 
 	tasks        *agents.Tasks
 	chains       *agents.Chains
@@ -147,6 +149,13 @@ func New(cfg Config, opts Options) (b *Broker, err error) {
 		return nil, fmt.Errorf("policy set rejected:\n%w", err)
 	}
 	b.engine = policies.NewEngine(set)
+	if cfg.CandidatePolicies != "" {
+		cand, err := policies.LoadDir(cfg.CandidatePolicies, b.policyBase...)
+		if err != nil {
+			return nil, fmt.Errorf("candidate policy set rejected:\n%w", err)
+		}
+		b.engine.SetCandidate(cand)
+	}
 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
@@ -311,6 +320,19 @@ func (b *Broker) Run(ctx context.Context) error {
 	b.record(ctx, audit.Event{Type: audit.PolicyLoaded, PolicyDigest: set.Digest(), Detail: fmt.Sprintf("%d policies", set.Len())})
 	b.log.Info("policy set loaded", "policies", set.Len(), "digest", set.Digest())
 
+	if b.cfg.CandidatePolicies != "" {
+		r, err := newPolicyReloader(reloaderConfig{Dir: b.cfg.CandidatePolicies, Base: b.policyBase, Engine: b.engine, Candidate: true,
+			Logger: b.log.With("component", "policy-candidate"), OnReload: func(digest string, err error) {
+				if err != nil {
+					b.log.Warn("candidate policy set rejected; the previous candidate stays", "err", err)
+					return
+				}
+				b.log.Info("candidate policy set loaded (log only)", "digest", digest)
+			}})
+		if err == nil {
+			b.candidateReloader = r
+		}
+	}
 	if b.cfg.Policies != "" {
 		r, err := newPolicyReloader(reloaderConfig{Dir: b.cfg.Policies, Base: b.policyBase, Engine: b.engine,
 			Logger: b.log.With("component", "policy"), OnReload: b.onPolicyReload})
@@ -500,6 +522,9 @@ func (b *Broker) shutdown(ctx context.Context) {
 	}
 	if b.reloader != nil {
 		_ = b.reloader.Close()
+	}
+	if b.candidateReloader != nil {
+		_ = b.candidateReloader.Close()
 	}
 	b.record(ctx, audit.Event{Type: audit.BrokerStopped})
 	if _, err := b.ledger.Checkpoint(ctx); err != nil {

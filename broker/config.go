@@ -31,6 +31,10 @@ type Config struct {
 	// Policies is a directory of operator .cedar files, loaded next to the
 	// embedded baseline.
 	Policies string `yaml:"policies"`
+	// CandidatePolicies is a directory of .cedar files evaluated next to the
+	// live set on every call and never enforced (log-only rollout of a whole
+	// set): decision records show what it would have decided.
+	CandidatePolicies string `yaml:"candidate_policies"`
 	// MaxBodyBytes caps an HTTP request body (default 4 MiB).
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// SessionIdleTTL expires idle legacy MCP sessions. It must be longer than
@@ -260,6 +264,7 @@ func LoadConfig(path string) (Config, error) {
 	}
 	c.DataDir = rel(c.DataDir)
 	c.Policies = rel(c.Policies)
+	c.CandidatePolicies = rel(c.CandidatePolicies)
 	for i := range c.Identity.Tokens {
 		c.Identity.Tokens[i].TokenFile = rel(c.Identity.Tokens[i].TokenFile)
 	}
