@@ -334,12 +334,16 @@ func (b *Broker) guard(next http.Handler) http.Handler {
 				return
 			}
 		}
-		if r.Method == http.MethodPost && bytes.Contains(body, []byte("notifications/cancelled")) {
+		// JSON may spell the method with escapes ("notifications\/cancelled"),
+		// which mcp-go decodes: a body with any backslash is decoded too.
+		if r.Method == http.MethodPost && (bytes.Contains(body, []byte("notifications/cancelled")) || bytes.IndexByte(body, '\\') >= 0) {
 			var m rpcPeek
-			if json.Unmarshal(body, &m) == nil && m.Method == string(mcp.MethodNotificationCancelled) && sid == "" {
+			if json.Unmarshal(body, &m) == nil && m.Method == string(mcp.MethodNotificationCancelled) && (sid == "" || isModernRequest(r.Header, body)) {
 				// Without a session, request IDs are not unique across
 				// clients: honouring it could cancel another agent's call
-				// (pitfall 3). Over HTTP, closing the stream cancels.
+				// (pitfall 3). Over HTTP, closing the stream cancels. A
+				// 2026-07-28 request is served without its session even
+				// when it carries one, so it counts as session-less.
 				b.log.Debug("session-less cancellation dropped", "agent", id.Agent)
 				w.WriteHeader(http.StatusAccepted)
 				return
@@ -364,6 +368,21 @@ func (b *Broker) guard(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+// isModernRequest reports whether mcp-go will serve the request as
+// 2026-07-28 (session-less), deciding exactly as its detectRequestEra does.
+func isModernRequest(h http.Header, body []byte) bool {
+	var w struct {
+		Params struct {
+			Meta *mcp.Meta `json:"_meta"`
+		} `json:"params"`
+	}
+	v := ""
+	if json.Unmarshal(body, &w) == nil {
+		v = w.Params.Meta.ProtocolVersion()
+	}
+	return mcp.IsModernProtocol(v) || mcp.IsModernProtocol(h.Get(mcp.HeaderProtocolVersion))
 }
 
 func (b *Broker) rejectBody(w http.ResponseWriter, r *http.Request) {
