@@ -310,6 +310,9 @@ func (b *Broker) waitParked(ctx context.Context, p *parked, pc *parkCaller) (*mc
 func (b *Broker) expireParked(p *parked) {
 	p.mu.Lock()
 	stale := p.pending != nil
+	// Claim the outcome: a retry arriving now must not wait on p.done,
+	// which this goroutine drains.
+	p.pending = nil
 	p.mu.Unlock()
 	if !stale {
 		return
