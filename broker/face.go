@@ -40,6 +40,7 @@ func (b *Broker) newMCPServer() *server.MCPServer {
 	})
 	hooks.AddOnUnregisterSession(func(ctx context.Context, s server.ClientSession) {
 		_, _ = b.sessions.Terminate(s.SessionID())
+		b.sessionTasks.forget(s.SessionID())
 		b.record(ctx, audit.Event{Type: audit.SessionClosed, Session: s.SessionID()})
 	})
 	// Requests refused before any handler ran (unknown tool, malformed

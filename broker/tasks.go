@@ -142,6 +142,13 @@ func (s *sessionTasks) bind(session, task string) error {
 	return nil
 }
 
+// forget drops the binding of a session that ended.
+func (s *sessionTasks) forget(session string) {
+	s.mu.Lock()
+	delete(s.m, session)
+	s.mu.Unlock()
+}
+
 func (s *sessionTasks) get(session string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
