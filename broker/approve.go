@@ -661,7 +661,9 @@ func (b *Broker) resumeApproval(ctx context.Context, req mcp.CallToolRequest, t 
 	if raw == nil && req.Params.Arguments != nil {
 		raw, _ = json.Marshal(req.Params.Arguments)
 	}
-	c, reason := b.admit(ctx, "tools/call", policies.ActionCallTool, toolTarget(t), raw, req.Params.Meta)
+	target := toolTarget(t)
+	target.Unpinned = b.isUnpinned(t.Server, t.Name) // as toolHandler: a rug-pulled tool stays refused
+	c, reason := b.admit(ctx, "tools/call", policies.ActionCallTool, target, raw, req.Params.Meta)
 	if stateErr != nil {
 		if _, err := st.svc.Expire(claims.Approval, "answer after the deadline"); err != nil && !errors.Is(err, approval.ErrNotPending) {
 			b.log.Warn("approval not expired", "approval", claims.Approval, "err", err)
