@@ -402,13 +402,13 @@ func (d *downstream) callerFor(ctx context.Context) (Caller, error) {
 	defer d.mu.RUnlock()
 	var only Caller
 	n := 0
+	// Every call in flight counts, with or without a Caller: the request
+	// may belong to one that has none.
 	for _, f := range d.inflight {
-		if f.caller != nil {
-			only = f.caller
-			n++
-		}
+		only = f.caller
+		n++
 	}
-	if n == 1 {
+	if n == 1 && only != nil {
 		return only, nil
 	}
 	return nil, fmt.Errorf("%w: %d calls in flight on %s", ErrNoCaller, n, d.spec.Name)

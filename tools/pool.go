@@ -304,6 +304,8 @@ func (p *Pool) Complete(ctx context.Context, server string, params mcp.CompleteP
 	if err != nil {
 		return nil, err
 	}
+	_, done := d.begin(ctx, nil) // in flight, so callerFor never guesses past it
+	defer done()
 	req := mcp.CompleteRequest{}
 	req.Params = params
 	return c.Complete(ctx, req)
