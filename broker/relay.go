@@ -45,6 +45,7 @@ type parked struct {
 	c       *call
 	asks    chan *ask
 	done    chan outcome
+	life    context.Context // the downstream call's; ends with it
 	cancel  context.CancelFunc
 	expires time.Time
 
@@ -152,10 +153,14 @@ type parkCaller struct {
 
 func (pc *parkCaller) put(ctx context.Context, method string, req mcp.InputRequest) (mcp.InputResponse, error) {
 	a := &ask{req: req, answer: make(chan mcp.InputResponse, 1)}
+	// ctx is the downstream transport's (for stdio, the connection's): the
+	// parked call's own life bounds the wait too.
 	select {
 	case pc.p.asks <- a:
 	case <-ctx.Done():
 		return mcp.InputResponse{}, ctx.Err()
+	case <-pc.p.life.Done():
+		return mcp.InputResponse{}, pc.p.life.Err()
 	}
 	select {
 	case resp := <-a.answer:
@@ -164,6 +169,9 @@ func (pc *parkCaller) put(ctx context.Context, method string, req mcp.InputReque
 	case <-ctx.Done():
 		pc.relayed(method, ctx.Err())
 		return mcp.InputResponse{}, ctx.Err()
+	case <-pc.p.life.Done():
+		pc.relayed(method, pc.p.life.Err())
+		return mcp.InputResponse{}, pc.p.life.Err()
 	}
 }
 
@@ -230,7 +238,7 @@ func (b *Broker) forwardParked(ctx context.Context, c *call, t *tools.Tool, raw 
 		p.caps = *info.ClientCapabilities
 	}
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.callTimeout)
-	p.cancel = cancel
+	p.life, p.cancel = dctx, cancel
 	pc := &parkCaller{upstream: &upstream{b: b, ctx: ctx, c: c}, p: p}
 	p.caller = pc
 	b.relay.add(p)
