@@ -15,7 +15,7 @@ import (
 const scanChunk = 256
 
 // AppendLedger appends one entry to the ledger in a group-committed
-// transaction (db.Batch): concurrent appends share one commit and fsync.
+// transaction (group commit, commit.go): concurrent appends share one commit and fsync.
 //
 // build receives the new 1-based sequence number and the previous entry's
 // hash (nil for the first entry) and returns the entry bytes and its hash;
@@ -41,7 +41,7 @@ func (s *Store) AppendLedger(ctx context.Context, build func(seq uint64, prevHas
 	// The goroutine lets the caller stop waiting on a stuck fsync; it ends
 	// when bbolt returns, which Close also waits for.
 	go func() {
-		done <- s.db.Batch(func(tx *bolt.Tx) error {
+		done <- s.write(func(tx *bolt.Tx) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}

@@ -64,9 +64,10 @@ type Options struct {
 // Store is an open bbolt file. It is safe for concurrent use. Close releases
 // the file lock.
 type Store struct {
-	db     *bolt.DB
-	path   string
-	closed atomic.Bool
+	commits groupCommit
+	db      *bolt.DB
+	path    string
+	closed  atomic.Bool
 }
 
 // Open opens or creates the store at path (mode 0600; the parent directory

@@ -124,13 +124,13 @@ func (s *Store) CallCount(id string) (int64, error) {
 	return n, err
 }
 
-// update runs fn in a group-committed write transaction (db.Batch; fn may
+// batchUpdate runs fn in a group-committed write transaction (write; fn may
 // run more than once, so it must only depend on the transaction).
 func (s *Store) batchUpdate(op string, fn func(*bolt.Tx) error) error {
 	if s.closed.Load() {
 		return fmt.Errorf("%s: %w", op, ErrClosed)
 	}
-	if err := s.db.Batch(fn); err != nil {
+	if err := s.write(fn); err != nil {
 		return fmt.Errorf("%s: %w", op, mapErr(err))
 	}
 	return nil
