@@ -208,7 +208,7 @@ func (b *Broker) CompletePromptArgument(ctx context.Context, name string, arg mc
 		Ref: mcp.PromptReference{Type: "ref/prompt", Name: p.Name}, Argument: arg, Context: cc,
 	})
 	if err != nil {
-		return nil, err
+		return nil, b.completionError(ctx, p.Server, err)
 	}
 	return &res.Completion, nil
 }
@@ -226,12 +226,20 @@ func (b *Broker) CompleteResourceArgument(ctx context.Context, uri string, arg m
 				Ref: mcp.ResourceReference{Type: "ref/resource", URI: uri}, Argument: arg, Context: cc,
 			})
 			if err != nil {
-				return nil, err
+				return nil, b.completionError(ctx, t.Server, err)
 			}
 			return &res.Completion, nil
 		}
 	}
 	return nil, fmt.Errorf("unknown resource template %q", uri)
+}
+
+// completionError logs a failed completion and gives the agent only the
+// reason code: downstream error strings stay in the log.
+func (b *Broker) completionError(ctx context.Context, server string, err error) error {
+	_, class := classify(ctx, err)
+	b.log.Warn("completion failed", "server", server, "class", class, "err", err)
+	return refusalError(class, "")
 }
 
 // httpHandler wraps mcp-go's streamable HTTP server with what it lacks
