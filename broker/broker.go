@@ -96,6 +96,7 @@ type Broker struct {
 	tasks        *agents.Tasks
 	chains       *agents.Chains
 	sessionTasks sessionTasks
+	taskTools    taskToolsCache
 	defaultMu    sync.Mutex
 	defaults     map[string]string                   // identity key hash -> default task ID
 	serverAgents map[string]string                   // server name -> its agent SPIFFE ID
@@ -344,6 +345,12 @@ func (b *Broker) Run(ctx context.Context) error {
 	}
 	if err := b.pool.Start(ctx, 20*time.Second); err != nil {
 		_ = b.pool.Close()
+		if b.reloader != nil {
+			_ = b.reloader.Close()
+		}
+		if b.candidateReloader != nil {
+			_ = b.candidateReloader.Close()
+		}
 		b.closeStores()
 		return err
 	}
