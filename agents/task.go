@@ -24,6 +24,9 @@ type Task struct {
 	Initiator     string        `json:"initiator"`
 	InitiatorKind InitiatorKind `json:"initiator_kind"`
 	Tenant        string        `json:"tenant,omitempty"`
+	// Groups are the initiator's groups (Cedar Team parents), bound at grant:
+	// never taken from whichever agent later presents the handle.
+	Groups []string `json:"groups,omitempty"`
 	// Agent is the SPIFFE ID the task is for, or a pattern with * path
 	// segments (spiffe://example.org/agent/*).
 	Agent   string `json:"agent"`
@@ -168,6 +171,7 @@ func Narrow(parent *Task, delegator string, req SubTask, remaining int64, maxDep
 		Initiator:     parent.Initiator,
 		InitiatorKind: parent.InitiatorKind,
 		Tenant:        parent.Tenant,
+		Groups:        slices.Clone(parent.Groups),
 		Agent:         req.Agent,
 		Purpose:       req.Purpose,
 		Tools:         slices.Clone(req.Tools),

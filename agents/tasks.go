@@ -3,6 +3,7 @@ package agents
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -25,6 +26,12 @@ type TaskStore interface {
 type Tasks struct {
 	store TaskStore
 	now   func() time.Time
+
+	// A cache of the store: tasks change only through this service (grant,
+	// revoke), so it is never stale for the process that owns the store.
+	mu     sync.RWMutex
+	byID   map[string]*Task
+	byHash map[string]string
 }
 
 // NewTasks returns a task service.
@@ -32,7 +39,7 @@ func NewTasks(s TaskStore, now func() time.Time) *Tasks {
 	if now == nil {
 		now = time.Now
 	}
-	return &Tasks{store: s, now: now}
+	return &Tasks{store: s, now: now, byID: map[string]*Task{}, byHash: map[string]string{}}
 }
 
 // Grant stores t (filling ID, creation time) and returns its handle: the
@@ -55,14 +62,49 @@ func (ts *Tasks) Grant(t Task) (string, *Task, error) {
 	}
 	handle, hash := NewHandle()
 	t.HandleHash = hash
-	if err := ts.store.PutTask(&t); err != nil {
+	if err := ts.put(&t); err != nil {
 		return "", nil, fmt.Errorf("store task: %w", err)
 	}
 	return handle, &t, nil
 }
 
 // Get returns a task by ID.
-func (ts *Tasks) Get(id string) (*Task, error) { return ts.store.GetTask(id) }
+func (ts *Tasks) Get(id string) (*Task, error) { return ts.get(id) }
+
+func (ts *Tasks) get(id string) (*Task, error) {
+	ts.mu.RLock()
+	t, ok := ts.byID[id]
+	ts.mu.RUnlock()
+	if ok {
+		c := *t
+		return &c, nil
+	}
+	t, err := ts.store.GetTask(id)
+	if err != nil {
+		return nil, err
+	}
+	ts.remember(t)
+	c := *t
+	return &c, nil
+}
+
+func (ts *Tasks) remember(t *Task) {
+	c := *t
+	ts.mu.Lock()
+	ts.byID[t.ID] = &c
+	if t.HandleHash != "" {
+		ts.byHash[t.HandleHash] = t.ID
+	}
+	ts.mu.Unlock()
+}
+
+func (ts *Tasks) put(t *Task) error {
+	if err := ts.store.PutTask(t); err != nil {
+		return err
+	}
+	ts.remember(t)
+	return nil
+}
 
 // List returns every task.
 func (ts *Tasks) List() ([]*Task, error) { return ts.store.ListTasks() }
@@ -70,7 +112,20 @@ func (ts *Tasks) List() ([]*Task, error) { return ts.store.ListTasks() }
 // Resolve finds the task a handle names and checks that agent may use it
 // and that it (and every ancestor) is live.
 func (ts *Tasks) Resolve(handle, agent string) (*Task, error) {
-	t, err := ts.store.TaskByHandle(HashHandle(handle))
+	hash := HashHandle(handle)
+	ts.mu.RLock()
+	id, cached := ts.byHash[hash]
+	ts.mu.RUnlock()
+	var t *Task
+	var err error
+	if cached {
+		t, err = ts.get(id)
+	} else {
+		t, err = ts.store.TaskByHandle(hash)
+		if err == nil {
+			ts.remember(t)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +141,7 @@ func (ts *Tasks) Resolve(handle, agent string) (*Task, error) {
 // Ancestry returns t and its ancestors, t first, as stored now (so a
 // revocation made since t was loaded is seen).
 func (ts *Tasks) Ancestry(t *Task) ([]*Task, error) {
-	cur, err := ts.store.GetTask(t.ID)
+	cur, err := ts.get(t.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +149,7 @@ func (ts *Tasks) Ancestry(t *Task) ([]*Task, error) {
 	out := []*Task{t}
 	seen := map[string]bool{t.ID: true}
 	for cur := t; cur.Parent != ""; {
-		p, err := ts.store.GetTask(cur.Parent)
+		p, err := ts.get(cur.Parent)
 		if err != nil {
 			return nil, fmt.Errorf("parent of %s: %w", cur.ID, err)
 		}
@@ -124,16 +179,23 @@ func (ts *Tasks) Check(t *Task) error {
 	return nil
 }
 
-// Spend takes one call from t's budget and every ancestor's.
+// Spend takes one call from t's budget and every ancestor's. Tasks
+// without a budget are not counted; when nothing on the ancestry has a
+// budget, nothing is written.
 func (ts *Tasks) Spend(t *Task) error {
 	anc, err := ts.Ancestry(t)
 	if err != nil {
 		return err
 	}
-	ids := make([]string, len(anc))
-	limits := make([]int64, len(anc))
-	for i, a := range anc {
-		ids[i], limits[i] = a.ID, a.MaxCalls
+	var ids []string
+	var limits []int64
+	for _, a := range anc {
+		if a.MaxCalls > 0 {
+			ids, limits = append(ids, a.ID), append(limits, a.MaxCalls)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
 	}
 	return ts.store.SpendCalls(ids, limits)
 }
@@ -181,7 +243,7 @@ func (ts *Tasks) Delegate(parent *Task, delegator string, req SubTask, maxDepth 
 
 // Revoke ends a task now; its descendants end at their next call.
 func (ts *Tasks) Revoke(id string) (*Task, error) {
-	t, err := ts.store.GetTask(id)
+	t, err := ts.get(id)
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +252,7 @@ func (ts *Tasks) Revoke(id string) (*Task, error) {
 	}
 	now := ts.now()
 	t.RevokedAt = &now
-	if err := ts.store.PutTask(t); err != nil {
+	if err := ts.put(t); err != nil {
 		return nil, err
 	}
 	return t, nil

@@ -27,6 +27,7 @@ type TaskGrant struct {
 	Initiator     string   `json:"initiator"`
 	InitiatorKind string   `json:"initiator_kind,omitempty"`
 	Tenant        string   `json:"tenant,omitempty"`
+	Groups        []string `json:"groups,omitempty"` // the initiator's groups (Cedar Team parents)
 	Tools         []string `json:"tools"`
 	Resources     []string `json:"resources,omitempty"`
 	TTL           string   `json:"ttl"`
@@ -63,7 +64,7 @@ func GrantTask(ts *agents.Tasks, g TaskGrant, now time.Time) (string, *agents.Ta
 		return "", nil, err
 	}
 	return ts.Grant(agents.Task{
-		Initiator: g.Initiator, InitiatorKind: kind, Tenant: g.Tenant, Agent: g.Agent, Purpose: g.Purpose,
+		Initiator: g.Initiator, InitiatorKind: kind, Tenant: g.Tenant, Groups: g.Groups, Agent: g.Agent, Purpose: g.Purpose,
 		Tools: g.Tools, Resources: g.Resources, MaxCalls: g.MaxCalls, MaxDepth: g.MaxDepth,
 		ExpiresAt: now.Add(ttl), Source: "grant",
 	})

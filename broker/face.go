@@ -116,9 +116,19 @@ func (b *Broker) visibleTools(ctx context.Context, req *mcp.ListToolsRequest, in
 		} else if t.Name != toolDelegate && t.Name != toolTask {
 			continue
 		}
+		// The task in context names only this tool (already checked against
+		// the task above): the full expanded set per tool would make a
+		// listing quadratic in the catalog. A listing grants nothing; every
+		// call is decided with the whole set.
+		var tctx *policies.Task
+		if task != nil {
+			tt := *task
+			tt.AllowedTools = []string{toolDelegate, toolTask, t.Name}
+			tctx = &tt
+		}
 		if b.engine.Visible(policies.Request{
 			CallID: "list", Action: policies.ActionCallTool, Initiator: a.initiator, Chain: chain,
-			Target: target, Now: b.now(), Task: task,
+			Target: target, Now: b.now(), Task: tctx,
 		}) {
 			out = append(out, t)
 		}

@@ -209,7 +209,7 @@ func (b *Broker) resolve(ctx context.Context, id agents.Identity, session string
 			return nil, err
 		}
 		a.task, a.chain = t, t.Chain
-		a.initiator = policies.Initiator{Kind: policies.InitiatorKind(t.InitiatorKind), ID: t.Initiator, Tenant: t.Tenant, Groups: id.Groups}
+		a.initiator = policies.Initiator{Kind: policies.InitiatorKind(t.InitiatorKind), ID: t.Initiator, Tenant: t.Tenant, Groups: t.Groups}
 	case session != "" && b.sessionTasks.get(session) != "":
 		t, err := b.tasks.Get(b.sessionTasks.get(session))
 		if err != nil {
@@ -219,7 +219,7 @@ func (b *Broker) resolve(ctx context.Context, id agents.Identity, session string
 			return nil, err
 		}
 		a.task, a.chain = t, t.Chain
-		a.initiator = policies.Initiator{Kind: policies.InitiatorKind(t.InitiatorKind), ID: t.Initiator, Tenant: t.Tenant, Groups: id.Groups}
+		a.initiator = policies.Initiator{Kind: policies.InitiatorKind(t.InitiatorKind), ID: t.Initiator, Tenant: t.Tenant, Groups: t.Groups}
 	default:
 		t, err := b.defaultTask(id)
 		if err != nil {
@@ -259,7 +259,7 @@ func (b *Broker) defaultTask(id agents.Identity) (*agents.Task, error) {
 	d := reg.DefaultTask
 	now := b.now()
 	_, t, err := b.tasks.Grant(agents.Task{
-		Initiator: id.Initiator, InitiatorKind: id.InitiatorKind, Tenant: id.Tenant,
+		Initiator: id.Initiator, InitiatorKind: id.InitiatorKind, Tenant: id.Tenant, Groups: id.Groups,
 		Agent: id.Agent, Purpose: d.Purpose, Tools: d.Tools, MaxCalls: d.MaxCalls, MaxDepth: reg.MaxDepth,
 		ExpiresAt: now.Add(time.Duration(d.TTL)), Source: "default",
 	})
@@ -278,13 +278,46 @@ func (b *Broker) taskContext(a *acting) *policies.Task {
 	if a.task == nil {
 		return nil
 	}
-	names := []string{toolDelegate, toolTask}
-	for _, t := range b.pool.Snapshot().Tools {
-		if a.allowsTool(t.Exposed) {
-			names = append(names, t.Exposed)
+	snap := b.pool.Snapshot()
+	key := a.task.ID + "\x00" + strings.Join(a.limit, ",")
+	names, ok := b.taskTools.get(snap, key)
+	if !ok {
+		names = []string{toolDelegate, toolTask}
+		for _, t := range snap.Tools {
+			if a.allowsTool(t.Exposed) {
+				names = append(names, t.Exposed)
+			}
 		}
+		b.taskTools.put(snap, key, names)
 	}
 	return &policies.Task{ID: a.task.ID, AllowedTools: names, ExpiresAt: a.task.ExpiresAt, Purpose: a.task.Purpose}
+}
+
+// taskToolsCache keeps each task's expanded tool names for the current
+// catalog snapshot (a task's patterns never change; the catalog does).
+type taskToolsCache struct {
+	mu   sync.Mutex
+	snap *tools.Snapshot
+	m    map[string][]string
+}
+
+func (c *taskToolsCache) get(snap *tools.Snapshot, key string) ([]string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.snap != snap {
+		return nil, false
+	}
+	v, ok := c.m[key]
+	return v, ok
+}
+
+func (c *taskToolsCache) put(snap *tools.Snapshot, key string, names []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.snap != snap || len(c.m) > 10000 {
+		c.snap, c.m = snap, map[string][]string{}
+	}
+	c.m[key] = names
 }
 
 // chainMeta mints a chain token when the target server is an agent, and

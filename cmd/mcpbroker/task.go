@@ -47,6 +47,14 @@ func taskCmd(args []string, stdout, stderr io.Writer) int {
 		fs.StringVar(&g.Initiator, "initiator", "", "initiator the agent acts for")
 		fs.StringVar(&g.InitiatorKind, "initiator-kind", "user", "user or workload")
 		fs.StringVar(&g.Tenant, "tenant", "", "tenant")
+		fs.Func("groups", "comma-separated groups of the initiator (Cedar Team parents)", func(v string) error {
+			for _, x := range strings.Split(v, ",") {
+				if x = strings.TrimSpace(x); x != "" {
+					g.Groups = append(g.Groups, x)
+				}
+			}
+			return nil
+		})
 		fs.StringVar(&tools, "tools", "", "comma-separated tool name patterns, e.g. notes__read_*,payments__balance")
 		fs.StringVar(&g.TTL, "ttl", "1h", "lifetime")
 		fs.Int64Var(&g.MaxCalls, "max-calls", 0, "call budget (0: unbounded)")
