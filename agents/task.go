@@ -193,7 +193,7 @@ func Narrow(parent *Task, delegator string, req SubTask, remaining int64, maxDep
 func patternWithin(p string, parents []string) bool {
 	literal := !strings.ContainsAny(p, `*?[\`)
 	for _, q := range parents {
-		if p == q || q == "*" {
+		if p == q {
 			return true
 		}
 		if literal {
@@ -204,7 +204,9 @@ func patternWithin(p string, parents []string) bool {
 		}
 		if strings.HasSuffix(q, "*") && !strings.ContainsAny(q[:len(q)-1], `*?[\`) {
 			prefix := q[:len(q)-1]
-			if strings.HasPrefix(p, prefix) {
+			// A * never matches "/", but a literal, escaped or bracketed
+			// "/" in p would: such a p is not inside q.
+			if strings.HasPrefix(p, prefix) && !strings.ContainsAny(p[len(prefix):], `/[\`) {
 				return true
 			}
 		}

@@ -93,6 +93,11 @@ func TestPatternWithin(t *testing.T) {
 		{"notes__[rw]*", []string{"notes__r*"}, false},
 		{"notes__a*b", []string{"notes__a*"}, true},
 		{"x", []string{"x"}, true},
+		{"notes__a/*", []string{"notes__*"}, false},
+		{"notes__[/]x", []string{"notes__*"}, false},
+		{`notes__a\/*`, []string{"notes__*"}, false},
+		{"a/*", []string{"*"}, false},
+		{"a/b", []string{"*"}, false},
 	}
 	for _, tc := range cases {
 		if got := patternWithin(tc.p, tc.parents); got != tc.want {
