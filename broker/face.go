@@ -150,6 +150,13 @@ func (b *Broker) applyCatalog(s *tools.Snapshot) {
 	toolSum := sha256.New()
 	st := b.brokerTools()
 	for _, t := range s.Tools {
+		if strings.HasPrefix(t.Exposed, "broker__") || t.Server == brokerServer {
+			// The broker's own namespace: a downstream tool there would
+			// replace broker__task or broker__delegate, which every task
+			// admits (allowsTool), and skip the budget (Server "broker").
+			b.log.Warn("downstream tool withheld: the broker__ namespace is the broker's own", "tool", t.Exposed, "server", t.Server)
+			continue
+		}
 		if err := mcp.ValidateParamHeaderAnnotations(&t.Def); err != nil {
 			b.log.Warn("downstream tool withheld: invalid x-mcp-header annotations", "tool", t.Exposed, "err", err)
 			continue
