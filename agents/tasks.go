@@ -68,6 +68,9 @@ func (ts *Tasks) Grant(t Task) (string, *Task, error) {
 	return handle, &t, nil
 }
 
+// maxCachedTasks bounds the task cache.
+const maxCachedTasks = 50000
+
 // Get returns a task by ID.
 func (ts *Tasks) Get(id string) (*Task, error) { return ts.get(id) }
 
@@ -91,6 +94,9 @@ func (ts *Tasks) get(id string) (*Task, error) {
 func (ts *Tasks) remember(t *Task) {
 	c := *t
 	ts.mu.Lock()
+	if len(ts.byID) >= maxCachedTasks { // bounded: start over (the store has them all)
+		ts.byID, ts.byHash = map[string]*Task{}, map[string]string{}
+	}
 	ts.byID[t.ID] = &c
 	if t.HandleHash != "" {
 		ts.byHash[t.HandleHash] = t.ID

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -35,6 +36,7 @@ type downstream struct {
 	client   *client.Client
 	up       bool
 	lastErr  error
+	cmd      *exec.Cmd // the current stdio child, for killing its process group
 	inflight map[uint64]*inflight
 	tokens   map[string]*inflight // broker progress token -> call
 	seq      uint64
@@ -50,6 +52,9 @@ const (
 	maxBackoff   = 30 * time.Second
 	syncInterval = 30 * time.Second
 	initTimeout  = 15 * time.Second
+	// stableAfter is how long a connection must last for the reconnect
+	// backoff to start over.
+	stableAfter = 10 * time.Second
 )
 
 func newDownstream(spec Spec, p *Pool) *downstream {
@@ -84,6 +89,7 @@ func (d *downstream) run(ctx context.Context, firstDone chan<- struct{}) {
 		}
 		if err != nil {
 			cancel()
+			d.killGroup()
 			d.setDown(err)
 			d.log.Warn("downstream server unavailable", "err", err, "retry_in", backoff)
 			select {
@@ -94,22 +100,31 @@ func (d *downstream) run(ctx context.Context, firstDone chan<- struct{}) {
 			backoff = min(backoff*2, maxBackoff)
 			continue
 		}
-		backoff = minBackoff
 		d.mu.Lock()
 		d.client, d.up, d.lastErr = c, true, nil
 		d.mu.Unlock()
 		d.log.Info("downstream server connected", "transport", d.spec.Transport, "protocol", c.ProtocolVersion())
 		d.pool.changed()
+		connectedAt := time.Now()
 
 		reason := d.watch(connCtx, c, dead)
 		d.setDown(reason)
 		d.pool.changed()
 		_ = c.Close()
+		d.killGroup()
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
-		d.log.Warn("downstream server lost; reconnecting", "reason", reason)
+		// A server that dies right after starting must not be respawned
+		// four times a second: the backoff only resets after a connection
+		// that lasted.
+		if time.Since(connectedAt) > stableAfter {
+			backoff = minBackoff
+		} else {
+			backoff = min(backoff*2, maxBackoff)
+		}
+		d.log.Warn("downstream server lost; reconnecting", "reason", reason, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
 			return
@@ -260,6 +275,9 @@ func (d *downstream) stdioTransport(ctx context.Context) (*transport.Stdio, chan
 				return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			}
 			cmd.WaitDelay = 3 * time.Second
+			d.mu.Lock()
+			d.cmd = cmd
+			d.mu.Unlock()
 			return cmd, nil
 		}),
 		transport.WithCommandLogger(d.log),
@@ -489,8 +507,9 @@ func isTransportError(err error) bool {
 		return true
 	}
 	s := err.Error()
-	return strings.Contains(s, "transport closed") || strings.Contains(s, "connection refused") ||
-		strings.Contains(s, "EOF") || strings.Contains(s, "broken pipe")
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		strings.Contains(s, "transport closed") || strings.Contains(s, "connection refused") ||
+		strings.Contains(s, "broken pipe") || strings.Contains(s, "connection reset")
 }
 
 func newHTTPClient() *http.Client {
@@ -507,4 +526,17 @@ func newHTTPClient() *http.Client {
 func rawResult(v any) json.RawMessage {
 	b, _ := json.Marshal(v)
 	return b
+}
+
+// killGroup ends whatever is left of the stdio child's process group after
+// the client closed it: grandchildren (npx, shells) would otherwise outlive
+// every restart.
+func (d *downstream) killGroup() {
+	d.mu.Lock()
+	cmd := d.cmd
+	d.cmd = nil
+	d.mu.Unlock()
+	if cmd != nil && cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
 }
