@@ -97,6 +97,7 @@ type Broker struct {
 	chains       *agents.Chains
 	sessionTasks sessionTasks
 	taskTools    taskToolsCache
+	preAuth      preAuthLimit
 	defaultMu    sync.Mutex
 	defaults     map[string]string                   // identity key hash -> default task ID
 	serverAgents map[string]string                   // server name -> its agent SPIFFE ID

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"strings"
+	"time"
 	"testing"
 )
 
@@ -93,5 +94,23 @@ func TestSecretNeverPrints(t *testing.T) {
 		if strings.Contains(out, "hunter2") {
 			t.Fatal("secret printed")
 		}
+	}
+}
+
+func TestPreAuthLimit(t *testing.T) {
+	var l preAuthLimit
+	now := time.Unix(1000, 0)
+	recorded := 0
+	for range 1000 {
+		if ok, _ := l.allow(now); ok {
+			recorded++
+		}
+	}
+	if recorded != int(preAuthBurst) {
+		t.Fatalf("burst recorded %d, want %d", recorded, int(preAuthBurst))
+	}
+	ok, suppressed := l.allow(now.Add(time.Second))
+	if !ok || suppressed != 1000-int(preAuthBurst) {
+		t.Fatalf("after a second: ok=%v suppressed=%d", ok, suppressed)
 	}
 }

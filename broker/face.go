@@ -303,7 +303,7 @@ type rpcPeek struct {
 func (b *Broker) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !b.originAllowed(r) {
-			b.record(r.Context(), audit.Event{Type: audit.RequestRejected, Decision: audit.DecisionDeny,
+			b.recordPreAuth(r.Context(), audit.Event{Type: audit.RequestRejected, Decision: audit.DecisionDeny,
 				Detail: "origin not allowed: " + truncate(r.Header.Get("Origin"), 100)})
 			writeRPCError(w, http.StatusForbidden, nil, mcp.INVALID_REQUEST, "origin not allowed")
 			return
@@ -330,7 +330,7 @@ func (b *Broker) guard(next http.Handler) http.Handler {
 
 		id, err := b.auth.Authenticate(r)
 		if err != nil {
-			b.record(r.Context(), audit.Event{Type: audit.AuthFailed, Decision: audit.DecisionDeny,
+			b.recordPreAuth(r.Context(), audit.Event{Type: audit.AuthFailed, Decision: audit.DecisionDeny,
 				Reason: string(ReasonUnauthenticated), Detail: err.Error()})
 			b.log.Warn("authentication failed", "remote", r.RemoteAddr, "method", r.Method, "err", err)
 			b.challenge(w, r, err)
@@ -412,7 +412,7 @@ func isModernRequest(h http.Header, body []byte) bool {
 }
 
 func (b *Broker) rejectBody(w http.ResponseWriter, r *http.Request) {
-	b.record(r.Context(), audit.Event{Type: audit.RequestRejected, Decision: audit.DecisionDeny,
+	b.recordPreAuth(r.Context(), audit.Event{Type: audit.RequestRejected, Decision: audit.DecisionDeny,
 		Detail: fmt.Sprintf("request body over %d bytes", b.maxBody)})
 	b.log.Warn("request body too large", "remote", r.RemoteAddr, "limit", b.maxBody)
 	writeRPCError(w, http.StatusRequestEntityTooLarge, nil, mcp.INVALID_REQUEST,
