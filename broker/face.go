@@ -221,6 +221,11 @@ func (b *Broker) CompletePromptArgument(ctx context.Context, name string, arg mc
 	if !ok {
 		return nil, fmt.Errorf("unknown prompt %q", name)
 	}
+	// Completing a prompt's arguments reveals what the server would offer:
+	// only callers who could get the prompt may ask.
+	if !b.mayTouch(ctx, policies.Target{Kind: policies.TargetPrompt, Server: p.Server, Name: p.Name, Exposed: p.Exposed, ReadOnly: true, Idempotent: true}) {
+		return nil, refusalError(ReasonDeniedByPolicy, "")
+	}
 	res, err := b.pool.Complete(ctx, p.Server, mcp.CompleteParams{
 		Ref: mcp.PromptReference{Type: "ref/prompt", Name: p.Name}, Argument: arg, Context: cc,
 	})
@@ -239,6 +244,9 @@ func (b *Broker) CompleteResourceArgument(ctx context.Context, uri string, arg m
 	snap := b.pool.Snapshot()
 	for _, t := range snap.Templates {
 		if t.Def.URITemplate != nil && t.Def.URITemplate.Raw() == uri {
+			if !b.mayTouch(ctx, policies.Target{Kind: policies.TargetResource, Server: t.Server, Name: uri, Exposed: uri, ReadOnly: true, Idempotent: true}) {
+				return nil, refusalError(ReasonDeniedByPolicy, "")
+			}
 			res, err := b.pool.Complete(ctx, t.Server, mcp.CompleteParams{
 				Ref: mcp.ResourceReference{Type: "ref/resource", URI: uri}, Argument: arg, Context: cc,
 			})
@@ -456,4 +464,24 @@ func writeRPCError(w http.ResponseWriter, status int, id any, code int, msg stri
 		"id":      id,
 		"error":   map[string]any{"code": code, "message": msg},
 	})
+}
+
+// mayTouch reports whether policy could allow the caller (with its task and
+// chain) the target at all: the gate for metadata requests such as
+// completions, which are not calls and leave no decision record.
+func (b *Broker) mayTouch(ctx context.Context, target policies.Target) bool {
+	id, ok := agents.FromContext(ctx)
+	if !ok {
+		return false
+	}
+	session := ""
+	if s := server.ClientSessionFromContext(ctx); s != nil {
+		session = s.SessionID()
+	}
+	a, err := b.resolve(ctx, id, session, nil)
+	if err != nil {
+		return false
+	}
+	return b.engine.Visible(policies.Request{CallID: "completion", Action: policies.ActionCallTool, Initiator: a.initiator,
+		Chain: b.policyChain(a), Target: target, Now: b.now(), Task: b.taskContext(a)})
 }
