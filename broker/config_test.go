@@ -2,8 +2,8 @@ package broker
 
 import (
 	"strings"
-	"time"
 	"testing"
+	"time"
 )
 
 func TestParseConfigStrict(t *testing.T) {
