@@ -521,6 +521,7 @@ func (b *Broker) serveAdmin() (*http.Server, error) {
 
 // shutdown closes downstreams, writes the last record and closes the store.
 func (b *Broker) shutdown(ctx context.Context) {
+	b.closeParked(ctx)
 	done := make(chan struct{})
 	go func() { _ = b.pool.Close(); close(done) }()
 	select {

@@ -145,6 +145,28 @@ func (r *relay) remove(p *parked) {
 	r.mu.Unlock()
 }
 
+// closeParked ends every parked call at shutdown: each is cancelled
+// downstream and its outcome recorded as cancelled (nobody else would: its
+// agent is waiting to retry a request the broker will not serve).
+func (b *Broker) closeParked(ctx context.Context) {
+	b.relay.mu.Lock()
+	all := make([]*parked, 0, len(b.relay.m))
+	for _, p := range b.relay.m {
+		all = append(all, p)
+	}
+	b.relay.m = map[string]*parked{}
+	b.relay.mu.Unlock()
+	for _, p := range all {
+		p.cancel()
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
+		_ = b.complete(ctx, p.c, audit.StatusCancelled, ReasonCancelled, "broker shutting down while the call waited on its agent")
+	}
+}
+
 // parkCaller is the tools.Caller of a call made by a 2026-07-28 agent.
 type parkCaller struct {
 	*upstream
