@@ -72,10 +72,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
+// logFormat is json (the default: one object per line, for collectors) or
+// text (for people), set by --log-format.
+var logFormat = "json"
+
 func newLogger(w io.Writer, level string) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	opts := &slog.HandlerOptions{Level: l}
+	if logFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
 func serve(args []string, stdout, stderr io.Writer) int {
@@ -87,7 +95,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "", "HOST:PORT for streamable HTTP (overrides listen)")
 	stdio := fs.Bool("stdio", false, "serve MCP on stdin/stdout instead of HTTP")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (overrides log_level)")
+	fs.StringVar(&logFormat, "log-format", "json", "json or text")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if logFormat != "json" && logFormat != "text" {
+		fmt.Fprintln(stderr, "mcpbroker serve: --log-format is json or text")
 		return 2
 	}
 	if *demo == (*cfgPath != "") {

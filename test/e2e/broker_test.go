@@ -71,7 +71,9 @@ type brokerProc struct {
 	stopped     bool
 }
 
-var servingURL = regexp.MustCompile(`msg="serving MCP over streamable HTTP".* url=(http://\S+)`)
+// servingURL finds the MCP URL in the broker's log line, JSON (the default)
+// or text (--log-format text).
+var servingURL = regexp.MustCompile(`serving MCP over streamable HTTP.*?"?url"?[=:]"?(https?://[^"\s]+)`)
 
 // startBroker writes a config and starts the broker on 127.0.0.1:0. Cleanup
 // stops it with SIGTERM and checks that the stdio children it started are

@@ -27,7 +27,9 @@ import (
 // keyFile is broker.KeyFile, the digest key in the data directory.
 const keyFile = "audit.key"
 
-var servingURL = regexp.MustCompile(`msg="serving MCP over streamable HTTP".* url=(http://\S+)`)
+// servingURL finds the MCP URL in the broker's log line, JSON (the default)
+// or text (--log-format text).
+var servingURL = regexp.MustCompile(`serving MCP over streamable HTTP.*?"?url"?[=:]"?(https?://[^"\s]+)`)
 
 // brokerBin returns MCPBROKER_BIN, or builds the broker into a temp dir; it
 // skips the test if neither works.
