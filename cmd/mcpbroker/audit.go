@@ -23,7 +23,7 @@ const auditUsage = `Usage:
   mcpbroker audit query  [--data DIR] [filters] [--limit N] [--table]
   mcpbroker audit show   [--data DIR] SEQ
   mcpbroker audit verify [--data DIR | --file EXPORT.jsonl] [--pubkey KEY|FILE] [--anchor FILE] [--json]
-  mcpbroker audit export [--data DIR] [--format jsonl] [--since SEQ|TIME] [--until SEQ] [--out FILE]
+  mcpbroker audit export [--data DIR] [--format jsonl|otlp] [--since SEQ|TIME] [--until SEQ] [--out FILE] [--endpoint URL]
   mcpbroker audit hash   [--data DIR] VALUE
   mcpbroker audit compact [--data DIR] --before TIME --archive FILE
   mcpbroker audit pubkey [--data DIR]
@@ -370,15 +370,16 @@ func anchor(flagVal, dir string, useDir bool) (*audit.Checkpoint, error) {
 
 func auditExport(args []string, stdout, stderr io.Writer) int {
 	fs, data := auditFlags("export", stderr)
-	format := fs.String("format", "jsonl", "jsonl")
+	format := fs.String("format", "jsonl", "jsonl (to stdout or --out) or otlp (OTLP/HTTP logs to --endpoint)")
+	endpoint := fs.String("endpoint", "", "OTLP/HTTP logs URL (default: $OTEL_EXPORTER_OTLP_LOGS_ENDPOINT, or $OTEL_EXPORTER_OTLP_ENDPOINT + /v1/logs)")
 	since := fs.String("since", "", "first sequence number (inclusive; resume with the last exported + 1), or a time (RFC 3339 or a duration ago)")
 	until := fs.String("until", "", "last sequence number (inclusive)")
 	out := fs.String("out", "", "write to FILE (created, mode 0600) instead of stdout")
 	if pos, err := parseArgs(fs, args); err != nil || len(pos) > 0 {
 		return 2
 	}
-	if *format != "jsonl" {
-		return fail(stderr, fmt.Errorf("export format %q is not supported (jsonl)", *format))
+	if *format != "jsonl" && *format != "otlp" {
+		return fail(stderr, fmt.Errorf("export format %q is not supported (jsonl, otlp)", *format))
 	}
 	var opts audit.ExportOptions
 	if *since != "" {
@@ -394,6 +395,35 @@ func auditExport(args []string, stdout, stderr io.Writer) int {
 			return fail(stderr, fmt.Errorf("--until: want a sequence number: %w", err))
 		}
 		opts.To = n
+	}
+	if *format == "otlp" {
+		ep := *endpoint
+		if ep == "" {
+			ep = os.Getenv("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
+		}
+		if ep == "" {
+			if base := os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"); base != "" {
+				ep = strings.TrimSuffix(base, "/") + "/v1/logs"
+			}
+		}
+		if ep == "" {
+			return fail(stderr, fmt.Errorf("--format otlp needs --endpoint or OTEL_EXPORTER_OTLP_ENDPOINT"))
+		}
+		pr, pw := io.Pipe()
+		go func() {
+			_, _, err := exportAudit(*data, pw, opts)
+			_ = pw.CloseWithError(err)
+		}()
+		n, last, err := audit.ExportOTLP(context.Background(), pr, audit.OTLPOptions{Endpoint: ep, Version: version})
+		_ = pr.Close()
+		if err != nil {
+			if n > 0 {
+				fmt.Fprintf(stderr, "sent %d entries before the error; resume with --since %d\n", n, last+1)
+			}
+			return fail(stderr, err)
+		}
+		fmt.Fprintf(stderr, "sent %d entries to %s, last seq %d; resume with --since %d\n", n, ep, last, last+1)
+		return 0
 	}
 	w := stdout
 	var f *os.File
