@@ -316,6 +316,18 @@ func (b *Broker) guard(next http.Handler) http.Handler {
 			writeRPCError(w, http.StatusForbidden, nil, mcp.INVALID_REQUEST, "origin not allowed")
 			return
 		}
+		// Authenticate from the headers first: an unauthenticated client
+		// never gets its body read.
+		id, err := b.auth.Authenticate(r)
+		if err != nil {
+			b.recordPreAuth(r.Context(), audit.Event{Type: audit.AuthFailed, Decision: audit.DecisionDeny,
+				Reason: string(ReasonUnauthenticated), Detail: err.Error()})
+			b.log.Warn("authentication failed", "remote", r.RemoteAddr, "method", r.Method, "err", err)
+			b.challenge(w, r, err)
+			return
+		}
+		ctx := withPresented(agents.WithIdentity(r.Context(), id), r)
+
 		var body []byte
 		if r.Method == http.MethodPost {
 			if r.ContentLength > b.maxBody {
@@ -335,16 +347,6 @@ func (b *Broker) guard(next http.Handler) http.Handler {
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
 		}
-
-		id, err := b.auth.Authenticate(r)
-		if err != nil {
-			b.recordPreAuth(r.Context(), audit.Event{Type: audit.AuthFailed, Decision: audit.DecisionDeny,
-				Reason: string(ReasonUnauthenticated), Detail: err.Error()})
-			b.log.Warn("authentication failed", "remote", r.RemoteAddr, "method", r.Method, "err", err)
-			b.challenge(w, r, err)
-			return
-		}
-		ctx := withPresented(agents.WithIdentity(r.Context(), id), r)
 
 		sid := r.Header.Get(server.HeaderKeySessionID)
 		if sid != "" {
