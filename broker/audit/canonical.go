@@ -24,6 +24,16 @@ const hashDomain = "mcpbroker.audit.v1\n"
 // U+2029 as \u escapes; invalid UTF-8 replaced by U+FFFD). The golden test in
 // testdata/ freezes these bytes.
 func Canonical(ev Event) ([]byte, error) {
+	b, err := canonicalEvent(&ev)
+	if err != nil {
+		return nil, fmt.Errorf("encode event: %w", err)
+	}
+	return b, nil
+}
+
+// canonicalGeneric is the reference definition Canonical must match:
+// encoding/json of the typed event, re-encoded with sorted keys.
+func canonicalGeneric(ev Event) ([]byte, error) {
 	raw, err := json.Marshal(ev)
 	if err != nil {
 		return nil, fmt.Errorf("encode event: %w", err)

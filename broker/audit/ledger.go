@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -215,10 +216,18 @@ func (l *Ledger) record(ctx context.Context, ev Event) (Entry, error) {
 		p := hex.EncodeToString(prevHash)
 		sum := entryHash(seq, p, canon)
 		h := hex.EncodeToString(sum[:])
-		b, err := json.Marshal(storedEntry{Seq: seq, Prev: p, Hash: h, Event: canon})
-		if err != nil {
-			return nil, nil, err
-		}
+		// The stored form of storedEntry, written directly: this runs
+		// inside the write transaction, and canon is already compact JSON.
+		b := make([]byte, 0, len(canon)+len(p)+len(h)+48)
+		b = append(b, `{"seq":`...)
+		b = strconv.AppendUint(b, seq, 10)
+		b = append(b, `,"prev":"`...)
+		b = append(b, p...)
+		b = append(b, `","hash":"`...)
+		b = append(b, h...)
+		b = append(b, `","event":`...)
+		b = append(b, canon...)
+		b = append(b, '}')
 		prev, hash = p, h
 		return b, sum[:], nil
 	})
