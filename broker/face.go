@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -76,7 +77,9 @@ func (b *Broker) newMCPServer() *server.MCPServer {
 		server.WithPromptCompletionProvider(b),
 		server.WithResourceCompletionProvider(b),
 		server.WithInstructions("mcpbroker: every tool call is authorized by policy and recorded. Tool names are <server>__<tool>."),
-		server.WithLogger(b.log),
+		// mcp-go logs every request at info; the broker writes its own line
+		// per call (with the call ID), so the library's are kept for warnings.
+		server.WithLogger(slog.New(warnOnly{b.log.Handler()})),
 	)
 }
 
@@ -487,3 +490,13 @@ func (b *Broker) mayTouch(ctx context.Context, target policies.Target) bool {
 	return b.engine.Visible(policies.Request{CallID: "completion", Action: policies.ActionCallTool, Initiator: a.initiator,
 		Chain: b.policyChain(a), Target: target, Now: b.now(), Task: b.taskContext(a)})
 }
+
+// warnOnly passes only warnings and errors to its handler.
+type warnOnly struct{ slog.Handler }
+
+func (w warnOnly) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn && w.Handler.Enabled(ctx, l)
+}
+
+func (w warnOnly) WithAttrs(as []slog.Attr) slog.Handler { return warnOnly{w.Handler.WithAttrs(as)} }
+func (w warnOnly) WithGroup(n string) slog.Handler       { return warnOnly{w.Handler.WithGroup(n)} }
