@@ -10,6 +10,7 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/mcpbroker/mcpbroker/broker/audit"
+	"github.com/mcpbroker/mcpbroker/policies"
 	"github.com/mcpbroker/mcpbroker/tools"
 )
 
@@ -79,6 +80,9 @@ func (u *upstream) Elicit(ctx context.Context, req mcp.ElicitationRequest) (*mcp
 		u.relayed("elicitation/create", err)
 		return nil, err
 	}
+	if err := u.authorize("elicitation/create", policies.ActionElicit); err != nil {
+		return nil, err
+	}
 	// The human answering must know which server asks, not just "mcpbroker".
 	req.Params.Message = originMessage(u.c.target.Server, req.Params.Message)
 	res, err := u.b.mcp.RequestElicitation(u.current(), req)
@@ -91,6 +95,9 @@ func (u *upstream) CreateMessage(ctx context.Context, req mcp.CreateMessageReque
 	if !ok || caps.Sampling == nil {
 		err := fmt.Errorf("sampling/createMessage: %w", errNoCapability)
 		u.relayed("sampling/createMessage", err)
+		return nil, err
+	}
+	if err := u.authorize("sampling/createMessage", policies.ActionSample); err != nil {
 		return nil, err
 	}
 	res, err := u.b.mcp.RequestSampling(u.current(), req)
@@ -119,4 +126,43 @@ func (u *upstream) Notify(method string, params map[string]any) {
 
 func originMessage(server, msg string) string {
 	return fmt.Sprintf("[%s, via mcpbroker] %s", server, msg)
+}
+
+// errRelayDenied refuses a downstream's request to the agent by policy.
+var errRelayDenied = errors.New("denied by the broker's policy")
+
+// authorize decides a server-initiated request (elicitation, sampling)
+// made while serving u's call: Cedar, one pass per principal, with the
+// call's tool as the resource and the call's arguments in context. The
+// decision is recorded either way; a deny (or an unwritable record) means
+// the request never reaches the agent.
+func (u *upstream) authorize(method string, action policies.Action) error {
+	c := u.c
+	a := c.acting
+	if a == nil {
+		return fmt.Errorf("%s: %w", method, errRelayDenied)
+	}
+	dec := u.b.engine.Decide(policies.Request{
+		CallID: c.id, Action: action, Initiator: a.initiator, Chain: u.b.policyChain(a),
+		Target: c.target, Args: c.args.Fields, Now: u.b.now(), Task: u.b.taskContext(a),
+	})
+	ev := audit.Event{Type: audit.CallDecided, CallID: c.id, Session: c.session, Agent: c.identity.Agent,
+		Initiator: c.initiatorID(), Tenant: c.tenant(), Chain: c.chain(), Task: c.taskID(), Method: method,
+		Server: c.target.Server, Target: c.target.Exposed, Decision: string(dec.Outcome), PolicyIDs: dec.PolicyIDs,
+		PolicyDigest: dec.Digest, Detail: "request from the downstream to the agent"}
+	for _, p := range dec.Passes {
+		ev.Passes = append(ev.Passes, audit.Pass{Principal: p.Principal, Allowed: p.Allowed, Reasons: p.Reasons, Errors: p.Errors})
+	}
+	if dec.Outcome != policies.Allow {
+		ev.Decision, ev.Reason = audit.DecisionDeny, string(ReasonDeniedByPolicy)
+	}
+	if _, err := u.b.ledger.Record(u.current(), ev); err != nil {
+		u.b.log.Error("relay decision not recorded; refusing the relay", "call_id", c.id, "method", method, "err", err)
+		return fmt.Errorf("%s: %w", method, errRelayDenied)
+	}
+	if dec.Outcome != policies.Allow {
+		u.b.log.Info("downstream request to the agent denied by policy", "call_id", c.id, "method", method, "denied_by", dec.DeniedBy)
+		return fmt.Errorf("%s: %w", method, errRelayDenied)
+	}
+	return nil
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mcpbroker/mcpbroker/agents"
 	"github.com/mcpbroker/mcpbroker/broker/audit"
+	"github.com/mcpbroker/mcpbroker/policies"
 	"github.com/mcpbroker/mcpbroker/tools"
 )
 
@@ -203,6 +204,9 @@ func (pc *parkCaller) Elicit(ctx context.Context, req mcp.ElicitationRequest) (*
 		pc.relayed("elicitation/create", err)
 		return nil, err
 	}
+	if err := pc.authorize("elicitation/create", policies.ActionElicit); err != nil {
+		return nil, err
+	}
 	params := req.Params
 	params.Message = originMessage(pc.c.target.Server, params.Message)
 	resp, err := pc.put(ctx, "elicitation/create", mcp.NewElicitationInputRequest(params))
@@ -219,6 +223,9 @@ func (pc *parkCaller) CreateMessage(ctx context.Context, req mcp.CreateMessageRe
 	if pc.p.caps.Sampling == nil {
 		err := fmt.Errorf("sampling/createMessage: %w", errNoCapability)
 		pc.relayed("sampling/createMessage", err)
+		return nil, err
+	}
+	if err := pc.authorize("sampling/createMessage", policies.ActionSample); err != nil {
 		return nil, err
 	}
 	resp, err := pc.put(ctx, "sampling/createMessage", mcp.NewSamplingInputRequest(req.CreateMessageParams))

@@ -170,3 +170,48 @@ func TestRelayStateSealed(t *testing.T) {
 		t.Fatal("state of a finished call accepted")
 	}
 }
+
+// TestElicitationDeniedByPolicy: a downstream's elicitation is itself a
+// policy decision (Action::"elicit"); denied, it never reaches the agent,
+// in either era, and the decision is recorded.
+func TestElicitationDeniedByPolicy(t *testing.T) {
+	dir := t.TempDir()
+	pol := `@id("u") permit (principal is Broker::User, action, resource);
+@id("a") permit (principal is Broker::Agent, action, resource);
+@id("no-elicit") forbid (principal, action == Broker::Action::"elicit", resource == Broker::Tool::"asker/ask");`
+	if err := os.WriteFile(filepath.Join(dir, "p.cedar"), []byte(pol), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Defaults()
+	cfg.Policies = dir
+	cfg.Identity = IdentityConfig{Mode: "dev", DefaultAgent: "spiffe://t.local/agent/a", DefaultInitiator: "alice"}
+	cfg.Servers = []ServerConfig{{Name: "asker", Transport: "in-process", inProcess: "asker"}}
+	cfg.inProcess = map[string]*server.MCPServer{"asker": askServer()}
+	url := startWith(t, cfg)
+	for _, era := range []string{mcp.ProtocolVersion20251125, mcp.ProtocolVersion20260728} {
+		t.Run(era, func(t *testing.T) {
+			a := &answerer{}
+			tr, _ := transport.NewStreamableHTTP(url)
+			c := client.NewClient(tr, client.WithElicitationHandler(a), client.WithProtocolVersion(era))
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			if err := c.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Initialize(ctx, mcp.InitializeRequest{}); err != nil {
+				t.Fatal(err)
+			}
+			req := mcp.CallToolRequest{}
+			req.Params.Name = "asker__ask"
+			req.Params.Arguments = map[string]any{"q": "secret question"}
+			res, err := c.CallTool(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(text(res), "elicitation failed") || a.asked.Load() != 0 {
+				t.Fatalf("denied elicitation reached the agent: %q (asked %d)", text(res), a.asked.Load())
+			}
+		})
+	}
+}

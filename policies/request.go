@@ -13,12 +13,17 @@ const (
 	ActionReadResource Action = "read_resource"
 	ActionGetPrompt    Action = "get_prompt"
 	ActionListTools    Action = "list_tools"
+	// ActionElicit and ActionSample are a downstream's server-initiated
+	// requests made while serving a call (the call's target is the
+	// resource): may this tool ask the agent's user, or sample its model?
+	ActionElicit Action = "elicit"
+	ActionSample Action = "sample"
 )
 
 // Validate reports whether a is one of the known actions.
 func (a Action) Validate() error {
 	switch a {
-	case ActionCallTool, ActionReadResource, ActionGetPrompt, ActionListTools:
+	case ActionCallTool, ActionReadResource, ActionGetPrompt, ActionListTools, ActionElicit, ActionSample:
 		return nil
 	}
 	return fmt.Errorf("unknown action %q", string(a))
