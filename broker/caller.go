@@ -146,13 +146,10 @@ func (u *upstream) authorize(method string, action policies.Action) error {
 		CallID: c.id, Action: action, Initiator: a.initiator, Chain: u.b.policyChain(a),
 		Target: c.target, Args: c.args.Fields, Now: u.b.now(), Task: u.b.taskContext(a),
 	})
-	ev := audit.Event{Type: audit.CallDecided, CallID: c.id, Session: c.session, Agent: c.identity.Agent,
-		Initiator: c.initiatorID(), Tenant: c.tenant(), Chain: c.chain(), Task: c.taskID(), Method: method,
-		Server: c.target.Server, Target: c.target.Exposed, Decision: string(dec.Outcome), PolicyIDs: dec.PolicyIDs,
-		PolicyDigest: dec.Digest, Detail: "request from the downstream to the agent"}
-	for _, p := range dec.Passes {
-		ev.Passes = append(ev.Passes, audit.Pass{Principal: p.Principal, Allowed: p.Allowed, Reasons: p.Reasons, Errors: p.Errors})
-	}
+	ev := c.event(audit.CallDecided)
+	ev.Method, ev.Decision, ev.PolicyIDs, ev.PolicyDigest = method, string(dec.Outcome), dec.PolicyIDs, dec.Digest
+	ev.Detail = "request from the downstream to the agent"
+	ev.Passes = auditPasses(dec)
 	if dec.Outcome != policies.Allow {
 		ev.Decision, ev.Reason = audit.DecisionDeny, string(ReasonDeniedByPolicy)
 	}

@@ -134,6 +134,16 @@ func (b *Broker) admit(ctx context.Context, method string, action policies.Actio
 	return c, ""
 }
 
+// event is an audit event about c with the call's identity, chain, task
+// and target filled in.
+func (c *call) event(typ audit.Type) audit.Event {
+	return audit.Event{
+		Type: typ, CallID: c.id, Session: c.session, Agent: c.identity.Agent,
+		Initiator: c.initiatorID(), Tenant: c.tenant(), Chain: c.chain(), Task: c.taskID(),
+		Method: c.method, Server: c.target.Server, Target: c.target.Exposed,
+	}
+}
+
 func (c *call) initiatorID() string {
 	if c.acting != nil {
 		return c.acting.initiator.ID
@@ -168,22 +178,8 @@ func (c *call) taskID() string {
 // recordDecision writes the call.decided record. With dec nil the call was
 // refused before policy (reason says why).
 func (b *Broker) recordDecision(ctx context.Context, c *call, dec *policies.Decision, reason Reason, detail string) error {
-	ev := audit.Event{
-		Type:      audit.CallDecided,
-		CallID:    c.id,
-		Session:   c.session,
-		Agent:     c.identity.Agent,
-		Initiator: c.initiatorID(),
-		Tenant:    c.tenant(),
-		Chain:     c.chain(),
-		Task:      c.taskID(),
-		Method:    c.method,
-		Server:    c.target.Server,
-		Target:    c.target.Exposed,
-		Decision:  audit.DecisionDeny,
-		Reason:    string(reason),
-		Detail:    detail,
-	}
+	ev := c.event(audit.CallDecided)
+	ev.Decision, ev.Reason, ev.Detail = audit.DecisionDeny, string(reason), detail
 	if c.args.Canonical != nil {
 		ev.ArgsDigest = b.hasher.Digest(c.args.Canonical)
 		ev.Args = b.classify(c)
@@ -192,9 +188,7 @@ func (b *Broker) recordDecision(ctx context.Context, c *call, dec *policies.Deci
 		ev.Decision = string(dec.Outcome)
 		ev.PolicyIDs = dec.PolicyIDs
 		ev.PolicyDigest = dec.Digest
-		for _, p := range dec.Passes {
-			ev.Passes = append(ev.Passes, audit.Pass{Principal: p.Principal, Allowed: p.Allowed, Reasons: p.Reasons, Errors: p.Errors})
-		}
+		ev.Passes = auditPasses(*dec)
 		ev.ShadowOutcome = string(dec.ShadowOutcome)
 		for _, sh := range dec.Shadow {
 			ev.Shadow = append(ev.Shadow, string(sh.Effect)+":"+sh.PolicyID)
@@ -213,23 +207,9 @@ func (b *Broker) recordDecision(ctx context.Context, c *call, dec *policies.Deci
 // complete writes the call.completed record. A failure to write it turns
 // the response into an internal error: results are not released unrecorded.
 func (b *Broker) complete(ctx context.Context, c *call, status string, class Reason, detail string) error {
-	ev := audit.Event{
-		Type:       audit.CallCompleted,
-		CallID:     c.id,
-		Session:    c.session,
-		Agent:      c.identity.Agent,
-		Initiator:  c.initiatorID(),
-		Tenant:     c.tenant(),
-		Chain:      c.chain(),
-		Task:       c.taskID(),
-		Method:     c.method,
-		Server:     c.target.Server,
-		Target:     c.target.Exposed,
-		Status:     status,
-		ErrorClass: string(class),
-		LatencyMS:  float64(time.Since(c.start).Microseconds()) / 1000,
-		Detail:     detail,
-	}
+	ev := c.event(audit.CallCompleted)
+	ev.Status, ev.ErrorClass, ev.Detail = status, string(class), detail
+	ev.LatencyMS = float64(time.Since(c.start).Microseconds()) / 1000
 	_, err := b.ledger.Record(ctx, ev)
 	if err != nil {
 		b.log.Error("outcome record not written; withholding the result", "call_id", c.id, "err", err)
@@ -470,4 +450,13 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// auditPasses is dec's passes as recorded.
+func auditPasses(dec policies.Decision) []audit.Pass {
+	out := make([]audit.Pass, 0, len(dec.Passes))
+	for _, p := range dec.Passes {
+		out = append(out, audit.Pass{Principal: p.Principal, Allowed: p.Allowed, Reasons: p.Reasons, Errors: p.Errors})
+	}
+	return out
 }

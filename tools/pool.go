@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
 )
 
@@ -182,19 +183,20 @@ func (p *Pool) server(name string) (*downstream, error) {
 	return d, nil
 }
 
-// CallTool forwards a tools/call for t with the agent's raw argument bytes.
-// The agent's progress token is replaced by a broker token and restored on
-// the way back; meta otherwise passes through. The context should carry a
-// Caller (WithCaller) so that requests the server sends back reach the
-// right agent; cancelling ctx cancels the downstream call.
-func (p *Pool) CallTool(ctx context.Context, t *Tool, args []byte, meta *mcp.Meta) (*mcp.CallToolResult, error) {
-	d, err := p.server(t.Server)
+// forward sends one request to server: the call is registered in flight
+// (so requests the server sends back find their agent), the agent's
+// progress token is replaced by a broker token, and the broker's own _meta
+// (WithExtraMeta) is added. A dead connection becomes ErrUnavailable and
+// asks the supervisor to reconnect.
+func forward[T any](ctx context.Context, p *Pool, server string, meta *mcp.Meta, send func(c *client.Client, meta *mcp.Meta) (T, error)) (T, error) {
+	var zero T
+	d, err := p.server(server)
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
 	c, err := d.current()
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
 	var agentToken mcp.ProgressToken
 	if meta != nil {
@@ -202,19 +204,31 @@ func (p *Pool) CallTool(ctx context.Context, t *Tool, args []byte, meta *mcp.Met
 	}
 	tok, done := d.begin(ctx, agentToken)
 	defer done()
-	req := mcp.CallToolRequest{}
-	req.Params.Name = t.Name
-	req.Params.RawArguments = args
-	req.Params.Meta = withExtra(outboundMeta(meta, tok), extraMeta(ctx))
-	res, err := c.CallTool(ctx, req)
+	res, err := send(c, withExtra(outboundMeta(meta, tok), extraMeta(ctx)))
 	if err != nil && isTransportError(err) && ctx.Err() == nil {
 		d.kick()
-		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, t.Server, err)
-	}
-	if res != nil {
-		cleanResult(&res.Result)
+		return zero, fmt.Errorf("%w: %s: %v", ErrUnavailable, server, err)
 	}
 	return res, err
+}
+
+// CallTool forwards a tools/call for t with the agent's raw argument bytes.
+// The agent's progress token is replaced by a broker token and restored on
+// the way back; meta otherwise passes through. The context should carry a
+// Caller (WithCaller) so that requests the server sends back reach the
+// right agent; cancelling ctx cancels the downstream call.
+func (p *Pool) CallTool(ctx context.Context, t *Tool, args []byte, meta *mcp.Meta) (*mcp.CallToolResult, error) {
+	return forward(ctx, p, t.Server, meta, func(c *client.Client, m *mcp.Meta) (*mcp.CallToolResult, error) {
+		req := mcp.CallToolRequest{}
+		req.Params.Name = t.Name
+		req.Params.RawArguments = args
+		req.Params.Meta = m
+		res, err := c.CallTool(ctx, req)
+		if res != nil {
+			cleanResult(&res.Result)
+		}
+		return res, err
+	})
 }
 
 // cleanResult removes what belongs to the downstream hop rather than to the
@@ -237,78 +251,38 @@ func cleanResult(r *mcp.Result) {
 
 // ReadResource forwards resources/read to server.
 func (p *Pool) ReadResource(ctx context.Context, server, uri string, meta *mcp.Meta) (*mcp.ReadResourceResult, error) {
-	d, err := p.server(server)
-	if err != nil {
-		return nil, err
-	}
-	c, err := d.current()
-	if err != nil {
-		return nil, err
-	}
-	var agentToken mcp.ProgressToken
-	if meta != nil {
-		agentToken = meta.ProgressToken
-	}
-	tok, done := d.begin(ctx, agentToken)
-	defer done()
-	req := mcp.ReadResourceRequest{}
-	req.Params.URI = uri
-	req.Params.Meta = outboundMeta(meta, tok)
-	res, err := c.ReadResource(ctx, req)
-	if err != nil && isTransportError(err) && ctx.Err() == nil {
-		d.kick()
-		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, server, err)
-	}
-	return res, err
+	return forward(ctx, p, server, meta, func(c *client.Client, m *mcp.Meta) (*mcp.ReadResourceResult, error) {
+		req := mcp.ReadResourceRequest{}
+		req.Params.URI = uri
+		req.Params.Meta = m
+		return c.ReadResource(ctx, req)
+	})
 }
 
 // GetPrompt forwards prompts/get for pr.
 func (p *Pool) GetPrompt(ctx context.Context, pr *Prompt, args map[string]string, meta *mcp.Meta) (*mcp.GetPromptResult, error) {
-	d, err := p.server(pr.Server)
-	if err != nil {
-		return nil, err
-	}
-	c, err := d.current()
-	if err != nil {
-		return nil, err
-	}
-	var agentToken mcp.ProgressToken
-	if meta != nil {
-		agentToken = meta.ProgressToken
-	}
-	tok, done := d.begin(ctx, agentToken)
-	defer done()
-	req := mcp.GetPromptRequest{}
-	req.Params.Name = pr.Name
-	req.Params.Arguments = args
-	req.Params.Meta = outboundMeta(meta, tok)
-	res, err := c.GetPrompt(ctx, req)
-	if err != nil && isTransportError(err) && ctx.Err() == nil {
-		d.kick()
-		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, pr.Server, err)
-	}
-	if res != nil {
-		cleanResult(&res.Result)
-	}
-	return res, err
+	return forward(ctx, p, pr.Server, meta, func(c *client.Client, m *mcp.Meta) (*mcp.GetPromptResult, error) {
+		req := mcp.GetPromptRequest{}
+		req.Params.Name = pr.Name
+		req.Params.Arguments = args
+		req.Params.Meta = m
+		res, err := c.GetPrompt(ctx, req)
+		if res != nil {
+			cleanResult(&res.Result)
+		}
+		return res, err
+	})
 }
 
 // Complete forwards completion/complete to server, with ref already
 // translated to the server's own names.
 func (p *Pool) Complete(ctx context.Context, server string, params mcp.CompleteParams) (*mcp.CompleteResult, error) {
-	d, err := p.server(server)
-	if err != nil {
-		return nil, err
-	}
-	c, err := d.current()
-	if err != nil {
-		return nil, err
-	}
-	_, done := d.begin(ctx, nil) // in flight, so callerFor never guesses past it
-	defer done()
-	req := mcp.CompleteRequest{}
-	req.Params = params
-	return c.Complete(ctx, req)
+	// In flight like any call, so callerFor never guesses past it.
+	return forward(ctx, p, server, nil, func(c *client.Client, _ *mcp.Meta) (*mcp.CompleteResult, error) {
+		req := mcp.CompleteRequest{}
+		req.Params = params
+		return c.Complete(ctx, req)
+	})
 }
 
 // TemplateServer finds which server's resource template matches uri.
