@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,43 +21,59 @@ import (
 // and data dir. The broker stops when the test ends.
 func startDemo(t *testing.T) (string, string) {
 	t.Helper()
-	cfg := DemoConfig()
+	b, url := runBroker(t, DemoConfig())
+	return url, b.cfg.DataDir
+}
+
+// runBroker runs a broker for cfg on a loopback port with a fresh data dir
+// (unless cfg sets one) and returns it with its MCP URL; it stops, and must
+// stop in time, when the test ends.
+func runBroker(t *testing.T, cfg Config) (*Broker, string) {
+	t.Helper()
+	b, url, _ := startBroker(t, cfg)
+	return b, url
+}
+
+// startBroker is runBroker that also returns stop, for tests that restart a
+// broker on the same data dir; stop is idempotent and also runs at cleanup.
+func startBroker(t *testing.T, cfg Config) (*Broker, string, func()) {
+	t.Helper()
 	cfg.Listen = "127.0.0.1:0"
-	cfg.DataDir = t.TempDir()
-	ready := make(chan string, 1)
-	var log *slog.Logger
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	} else {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if cfg.DataDir == "" || cfg.DataDir == Defaults().DataDir {
+		cfg.DataDir = t.TempDir()
 	}
-	b, err := New(cfg, Options{Logger: log, Version: "test", Ready: func(u string) { ready <- u }})
+	ready := make(chan string, 1)
+	b, err := New(cfg, Options{Logger: testLogger(t), Version: "test", Ready: func(u string) { ready <- u }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("broker run: %v", err)
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("broker run: %v", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Error("broker did not stop")
 			}
-		case <-time.After(20 * time.Second):
-			t.Error("broker did not stop")
-		}
-	})
+		})
+	}
+	t.Cleanup(stop)
 	select {
 	case u := <-ready:
-		return u, cfg.DataDir
+		return b, u, stop
 	case err := <-done:
 		t.Fatalf("broker stopped: %v", err)
 	case <-time.After(20 * time.Second):
 		t.Fatal("broker not ready")
 	}
-	return "", ""
+	return nil, "", nil
 }
 
 type testWriter struct{ t *testing.T }

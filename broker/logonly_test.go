@@ -1,12 +1,10 @@
 package broker
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -33,27 +31,12 @@ forbid (principal, action, resource == Broker::Tool::"kv/put");`)
 	cfg.Identity = IdentityConfig{Mode: "dev", DefaultAgent: "spiffe://t.local/agent/a", DefaultInitiator: "alice"}
 	cfg.Servers = []ServerConfig{{Name: "kv", Transport: "in-process", inProcess: "kv", Trusted: true}}
 	cfg.inProcess = map[string]*server.MCPServer{"kv": kvServer()}
-	cfg.Listen, cfg.DataDir = "127.0.0.1:0", t.TempDir()
-	ready := make(chan string, 1)
-	b, err := New(cfg, Options{Logger: testLogger(t), Version: "test", Ready: func(u string) { ready <- u }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	var url string
-	select {
-	case url = <-ready:
-	case <-time.After(20 * time.Second):
-		t.Fatal("not ready")
-	}
+	b, url := runBroker(t, cfg)
 	c := connect(t, url, mcp.ProtocolVersion20251125)
 	if res := callTool(t, c, "kv__put", map[string]any{"key": "k"}); res.IsError {
 		t.Fatalf("log-only forbid enforced: %q", text(res))
 	}
-	es := listLive(t, cfg.DataDir, audit.Filter{Type: audit.CallDecided, Target: "kv__put"})
+	es := listLive(t, b.cfg.DataDir, audit.Filter{Type: audit.CallDecided, Target: "kv__put"})
 	if len(es) != 1 {
 		t.Fatalf("records: %d", len(es))
 	}

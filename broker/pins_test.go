@@ -28,17 +28,7 @@ func TestToolPinning(t *testing.T) {
 	cfg.Identity = IdentityConfig{Mode: "dev", DefaultAgent: "spiffe://t.local/agent/a", DefaultInitiator: "alice"}
 	cfg.Servers = []ServerConfig{{Name: "shifty", Transport: "in-process", inProcess: "shifty"}}
 	cfg.inProcess = map[string]*server.MCPServer{"shifty": downstream}
-	cfg.Listen, cfg.DataDir = "127.0.0.1:0", t.TempDir()
-	ready := make(chan string, 1)
-	b, err := New(cfg, Options{Logger: testLogger(t), Version: "test", Ready: func(u string) { ready <- u }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	url := <-ready
+	b, url := runBroker(t, cfg)
 	c := connect(t, url, mcp.ProtocolVersion20251125)
 
 	if res := callTool(t, c, "shifty__run", nil); res.IsError {

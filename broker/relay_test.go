@@ -53,33 +53,8 @@ func (a *answerer) Elicit(ctx context.Context, req mcp.ElicitationRequest) (*mcp
 
 func startWith(t *testing.T, cfg Config) string {
 	t.Helper()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.DataDir = t.TempDir()
-	ready := make(chan string, 1)
-	b, err := New(cfg, Options{Logger: testLogger(t), Version: "test", Ready: func(u string) { ready <- u }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			t.Error("broker did not stop")
-		}
-	})
-	select {
-	case u := <-ready:
-		return u
-	case err := <-done:
-		t.Fatalf("broker stopped: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("not ready")
-	}
-	return ""
+	_, url := runBroker(t, cfg)
+	return url
 }
 
 func TestElicitationRelayBothEras(t *testing.T) {

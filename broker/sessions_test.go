@@ -3,13 +3,11 @@ package broker
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mark3labs/mcp-go/server"
 
@@ -18,43 +16,6 @@ import (
 )
 
 // runBroker serves cfg until the returned stop is called.
-func runBroker(t *testing.T, cfg Config) (string, func()) {
-	t.Helper()
-	ready := make(chan string, 1)
-	b, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Version: "test", Ready: func(u string) { ready <- u }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("broker run: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("broker did not stop")
-		}
-	}
-	t.Cleanup(stop)
-	select {
-	case u := <-ready:
-		return u, stop
-	case err := <-done:
-		t.Fatalf("broker stopped: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("broker not ready")
-	}
-	return "", nil
-}
 
 func rawPost(t *testing.T, url, sid, body string) *http.Response {
 	t.Helper()
@@ -96,7 +57,7 @@ func TestSessionsPersistAndRevoke(t *testing.T) {
 	cfg := DemoConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
-	url, stop := runBroker(t, cfg)
+	_, url, stop := startBroker(t, cfg)
 	resp := rawPost(t, url, "", initBody)
 	sid := resp.Header.Get(server.HeaderKeySessionID)
 	if resp.StatusCode != http.StatusOK || sid == "" {
@@ -108,7 +69,7 @@ func TestSessionsPersistAndRevoke(t *testing.T) {
 	}
 	stop()
 
-	url, stop = runBroker(t, cfg)
+	_, url, stop = startBroker(t, cfg)
 	if r := rawPost(t, url, sid, list); r.StatusCode != http.StatusOK {
 		t.Fatalf("after restart: tools/list with the old session: %d", r.StatusCode)
 	}

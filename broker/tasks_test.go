@@ -127,31 +127,8 @@ func newChainRig(t *testing.T, policy string) *chainRig {
 		{Name: "research", Transport: "in-process", inProcess: "research", Agent: researcher},
 	}
 	cfg.inProcess = map[string]*server.MCPServer{"kv": kvServer(), "research": r.researchServer("researcher-token-1")}
-	cfg.Listen = "127.0.0.1:0"
-	cfg.DataDir = t.TempDir()
-	r.dir = cfg.DataDir
-	ready := make(chan string, 1)
-	b, err := New(cfg, Options{Logger: testLogger(t), Version: "test", Ready: func(u string) { ready <- u }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.b = b
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			t.Error("broker did not stop")
-		}
-	})
-	select {
-	case r.url = <-ready:
-	case err := <-done:
-		t.Fatal(err)
-	}
+	r.b, r.url = runBroker(t, cfg)
+	r.dir = r.b.cfg.DataDir
 	return r
 }
 
