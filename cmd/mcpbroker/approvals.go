@@ -43,16 +43,9 @@ func approvalsCmd(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print JSON")
 	comment := fs.String("comment", "", "comment recorded with the decision")
 	as := fs.String("as", "", "approver name (default: your login name)")
-	var pos []string
-	for len(args) > 0 {
-		if err := fs.Parse(args); err != nil {
-			return 2
-		}
-		args = fs.Args()
-		if len(args) > 0 {
-			pos = append(pos, args[0])
-			args = args[1:]
-		}
+	pos, err := parseArgs(fs, args) // flags may follow a positional argument
+	if err != nil {
+		return 2
 	}
 	ac := approvalsClient{taskClient{dir: *data}}
 	switch sub {

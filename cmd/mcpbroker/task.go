@@ -61,17 +61,9 @@ func taskCmd(args []string, stdout, stderr io.Writer) int {
 		fs.IntVar(&g.MaxDepth, "max-depth", 0, "deepest delegation chain")
 		fs.StringVar(&g.Purpose, "purpose", "", "what the task is for")
 	}
-	// Flags may follow a positional ID.
-	var pos []string
-	for len(args) > 0 {
-		if err := fs.Parse(args); err != nil {
-			return 2
-		}
-		args = fs.Args()
-		if len(args) > 0 {
-			pos = append(pos, args[0])
-			args = args[1:]
-		}
+	pos, perr := parseArgs(fs, args) // flags may follow a positional ID
+	if perr != nil {
+		return 2
 	}
 	t := taskClient{dir: *data}
 	var (

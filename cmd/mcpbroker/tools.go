@@ -30,15 +30,9 @@ func toolsCmd(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	data := fs.String("data", "./mcpbroker-data", "data directory")
 	asJSON := fs.Bool("json", false, "print JSON")
-	var pos []string
-	for len(args) > 0 {
-		if err := fs.Parse(args); err != nil {
-			return 2
-		}
-		args = fs.Args()
-		if len(args) > 0 {
-			pos, args = append(pos, args[0]), args[1:]
-		}
+	pos, err := parseArgs(fs, args) // flags may follow a positional argument
+	if err != nil {
+		return 2
 	}
 	t := taskClient{dir: *data}
 	list := func() ([]*store.Pin, error) {
