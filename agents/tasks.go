@@ -189,21 +189,27 @@ func (ts *Tasks) Check(t *Task) error {
 // without a budget are not counted; when nothing on the ancestry has a
 // budget, nothing is written.
 func (ts *Tasks) Spend(t *Task) error {
-	anc, err := ts.Ancestry(t)
-	if err != nil {
+	ids, limits, err := ts.Charge(t)
+	if err != nil || len(ids) == 0 {
 		return err
 	}
-	var ids []string
-	var limits []int64
+	return ts.store.SpendCalls(ids, limits)
+}
+
+// Charge is what one call under t costs: the tasks on its ancestry that
+// have a budget, with their limits (empty when nothing bounds it). The
+// broker commits the charge together with the call's decision record.
+func (ts *Tasks) Charge(t *Task) (ids []string, limits []int64, err error) {
+	anc, err := ts.Ancestry(t)
+	if err != nil {
+		return nil, nil, err
+	}
 	for _, a := range anc {
 		if a.MaxCalls > 0 {
 			ids, limits = append(ids, a.ID), append(limits, a.MaxCalls)
 		}
 	}
-	if len(ids) == 0 {
-		return nil
-	}
-	return ts.store.SpendCalls(ids, limits)
+	return ids, limits, nil
 }
 
 // Remaining is the number of calls t may still make (the least over its

@@ -16,6 +16,7 @@ import (
 	"github.com/mcpbroker/mcpbroker/agents"
 	"github.com/mcpbroker/mcpbroker/broker/audit"
 	"github.com/mcpbroker/mcpbroker/broker/metrics"
+	"github.com/mcpbroker/mcpbroker/broker/store"
 	"github.com/mcpbroker/mcpbroker/policies"
 	"github.com/mcpbroker/mcpbroker/tools"
 )
@@ -100,12 +101,18 @@ func (b *Broker) admit(ctx context.Context, method string, action policies.Actio
 		Now:       b.now(),
 		Task:      b.taskContext(a),
 	})
+	// An allowed call under a budgeted task is charged in the same
+	// transaction that commits its decision record.
+	var charge *store.Spend
 	if dec.Outcome == policies.Allow && a.task != nil && action == policies.ActionCallTool && target.Server != brokerServer {
-		if err := b.tasks.Spend(a.task); err != nil {
+		ids, limits, err := b.tasks.Charge(a.task)
+		if err != nil {
 			reason := taskReason(err)
 			b.recordDecision(ctx, c, &dec, reason, err.Error())
-			log.Info("call refused: task budget", "agent", id.Agent, "task", a.task.ID, "err", err)
 			return c, reason
+		}
+		if len(ids) > 0 {
+			charge = &store.Spend{IDs: ids, Limits: limits}
 		}
 	}
 	policyDur := time.Since(policyStart)
@@ -121,7 +128,12 @@ func (b *Broker) admit(ctx context.Context, method string, action policies.Actio
 	}
 	b.metrics.CallDecided(string(dec.Outcome), string(reason), policyDur)
 	c.span.Decided(string(dec.Outcome), string(reason), dec.PolicyIDs)
-	if err := b.recordDecision(ctx, c, &dec, reason, ""); err != nil {
+	if err := b.recordDecisionCharging(ctx, c, &dec, reason, "", charge); err != nil {
+		if errors.Is(err, agents.ErrBudget) {
+			b.recordDecision(ctx, c, &dec, ReasonOutsideTask, err.Error())
+			log.Info("call refused: task budget", "agent", id.Agent, "task", a.task.ID, "err", err)
+			return c, ReasonOutsideTask
+		}
 		log.Error("call refused: decision record not written", "err", err)
 		return c, ReasonInternal
 	}
@@ -178,6 +190,12 @@ func (c *call) taskID() string {
 // recordDecision writes the call.decided record. With dec nil the call was
 // refused before policy (reason says why).
 func (b *Broker) recordDecision(ctx context.Context, c *call, dec *policies.Decision, reason Reason, detail string) error {
+	return b.recordDecisionCharging(ctx, c, dec, reason, detail, nil)
+}
+
+// recordDecisionCharging is recordDecision that also charges a call budget
+// in the same commit (charge nil: none).
+func (b *Broker) recordDecisionCharging(ctx context.Context, c *call, dec *policies.Decision, reason Reason, detail string, charge *store.Spend) error {
 	ev := c.event(audit.CallDecided)
 	ev.Decision, ev.Reason, ev.Detail = audit.DecisionDeny, string(reason), detail
 	if c.args.Canonical != nil {
@@ -200,7 +218,12 @@ func (b *Broker) recordDecision(ctx context.Context, c *call, dec *policies.Deci
 			ev.Detail = "denied by " + dec.DeniedBy
 		}
 	}
-	_, err := b.ledger.Record(ctx, ev)
+	var err error
+	if charge != nil {
+		_, err = b.ledger.RecordSpending(ctx, ev, *charge)
+	} else {
+		_, err = b.ledger.Record(ctx, ev)
+	}
 	return err
 }
 
@@ -337,7 +360,7 @@ func (b *Broker) forwardTool(ctx context.Context, c *call, t tools.Tool, raw []b
 
 // readmit decides a call again once a human has approved it: the real
 // approval goes into the Cedar context and Cedar alone decides. It records
-// the new decision and spends the task budget.
+// the new decision, charging the task budget in the same commit.
 func (b *Broker) readmit(ctx context.Context, c *call, granted *policies.Approval) Reason {
 	if granted == nil || !granted.Granted || granted.CallID != c.id {
 		return ReasonApprovalRequired
@@ -348,14 +371,23 @@ func (b *Broker) readmit(ctx context.Context, c *call, granted *policies.Approva
 		Target: c.target, Args: c.args.Fields, Now: b.now(), Task: b.taskContext(a), Approval: granted,
 	})
 	reason := Reason("")
+	var charge *store.Spend
 	if dec.Outcome != policies.Allow {
 		reason = ReasonDeniedByPolicy
 	} else if a.task != nil && c.target.Server != brokerServer {
-		if err := b.tasks.Spend(a.task); err != nil {
+		ids, limits, err := b.tasks.Charge(a.task)
+		if err != nil {
 			reason = taskReason(err)
+		} else if len(ids) > 0 {
+			charge = &store.Spend{IDs: ids, Limits: limits}
 		}
 	}
-	if err := b.recordDecision(ctx, c, &dec, reason, "after approval by "+granted.Approver); err != nil {
+	detail := "after approval by " + granted.Approver
+	if err := b.recordDecisionCharging(ctx, c, &dec, reason, detail, charge); err != nil {
+		if errors.Is(err, agents.ErrBudget) {
+			b.recordDecision(ctx, c, &dec, ReasonOutsideTask, detail+": "+err.Error())
+			return ReasonOutsideTask
+		}
 		return ReasonInternal
 	}
 	return reason

@@ -83,6 +83,18 @@ func NewLedger(s *store.Store, logger *slog.Logger, opts ...Option) *Ledger {
 // A non-nil error means the record is not known to be durable: the caller
 // must deny the call it describes.
 func (l *Ledger) Record(ctx context.Context, ev Event) (Entry, error) {
+	return l.recordWith(ctx, ev, nil)
+}
+
+// RecordSpending is Record that charges a call budget in the same
+// transaction (store.AppendLedgerSpending): the record and the charge are
+// committed together or not at all. A spent budget is an error wrapping
+// agents.ErrBudget, and nothing is written.
+func (l *Ledger) RecordSpending(ctx context.Context, ev Event, sp store.Spend) (Entry, error) {
+	return l.recordWith(ctx, ev, &sp)
+}
+
+func (l *Ledger) recordWith(ctx context.Context, ev Event, sp *store.Spend) (Entry, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RecordTimeout)
 	defer cancel()
 	ev.Version = EventVersion
@@ -93,7 +105,7 @@ func (l *Ledger) Record(ctx context.Context, ev Event) (Entry, error) {
 	if ev.Type == LedgerCheckpoint {
 		return Entry{}, fmt.Errorf("record %s: written by Checkpoint only: %w", ev.Type, ErrInvalidEvent)
 	}
-	entry, err := l.record(ctx, ev)
+	entry, err := l.record(ctx, ev, sp)
 	if err != nil {
 		l.log.Error("audit record failed", "type", string(ev.Type), "call_id", ev.CallID, "err", err)
 		return Entry{}, err
@@ -200,7 +212,7 @@ func (l *Ledger) observe(seq uint64, start time.Time, err error) {
 	}
 }
 
-func (l *Ledger) record(ctx context.Context, ev Event) (Entry, error) {
+func (l *Ledger) record(ctx context.Context, ev Event, sp *store.Spend) (Entry, error) {
 	if err := ev.Validate(); err != nil {
 		return Entry{}, fmt.Errorf("record %s: %w", ev.Type, err)
 	}
@@ -212,7 +224,7 @@ func (l *Ledger) record(ctx context.Context, ev Event) (Entry, error) {
 	// prev and hash hold the committed values when AppendLedger succeeds.
 	var prev, hash string
 	start := time.Now()
-	seq, err := l.store.AppendLedger(ctx, func(seq uint64, prevHash []byte) ([]byte, []byte, error) {
+	build := func(seq uint64, prevHash []byte) ([]byte, []byte, error) {
 		p := hex.EncodeToString(prevHash)
 		sum := entryHash(seq, p, canon)
 		h := hex.EncodeToString(sum[:])
@@ -230,7 +242,13 @@ func (l *Ledger) record(ctx context.Context, ev Event) (Entry, error) {
 		b = append(b, '}')
 		prev, hash = p, h
 		return b, sum[:], nil
-	})
+	}
+	var seq uint64
+	if sp != nil {
+		seq, err = l.store.AppendLedgerSpending(ctx, build, *sp)
+	} else {
+		seq, err = l.store.AppendLedger(ctx, build)
+	}
 	l.observe(seq, start, err)
 	if err != nil {
 		return Entry{}, fmt.Errorf("record %s call %q: %w", ev.Type, ev.CallID, err)

@@ -30,6 +30,25 @@ const scanChunk = 256
 // have been written; either way the caller must treat the append as failed.
 // An entry is never written once ctx has ended before its transaction ran.
 func (s *Store) AppendLedger(ctx context.Context, build func(seq uint64, prevHash []byte) (entry, hash []byte, err error)) (uint64, error) {
+	return s.appendLedger(ctx, build, nil)
+}
+
+// Spend is a call-budget charge: one call on each task in IDs, none past
+// its limit (Limits[i] <= 0: no limit).
+type Spend struct {
+	IDs    []string
+	Limits []int64
+}
+
+// AppendLedgerSpending is AppendLedger that charges sp in the same
+// transaction: the entry (an allow decision) is committed only if the
+// budget had room, and the budget is spent only if the entry is committed.
+// A spent budget fails with an error wrapping agents.ErrBudget.
+func (s *Store) AppendLedgerSpending(ctx context.Context, build func(seq uint64, prevHash []byte) (entry, hash []byte, err error), sp Spend) (uint64, error) {
+	return s.appendLedger(ctx, build, &sp)
+}
+
+func (s *Store) appendLedger(ctx context.Context, build func(seq uint64, prevHash []byte) (entry, hash []byte, err error), sp *Spend) (uint64, error) {
 	if s.closed.Load() {
 		return 0, fmt.Errorf("append ledger: %w", ErrClosed)
 	}
@@ -44,6 +63,11 @@ func (s *Store) AppendLedger(ctx context.Context, build func(seq uint64, prevHas
 		done <- s.write(func(tx *bolt.Tx) error {
 			if err := ctx.Err(); err != nil {
 				return err
+			}
+			if sp != nil {
+				if err := spendTx(tx, sp.IDs, sp.Limits); err != nil {
+					return err
+				}
 			}
 			n, err := appendTx(tx, build)
 			seq = n

@@ -90,26 +90,29 @@ func (s *Store) ListTasks() ([]*agents.Task, error) {
 // SpendCalls adds one call to each task in ids, all or none, in one
 // transaction: the counters are exact under concurrency.
 func (s *Store) SpendCalls(ids []string, limits []int64) error {
-	return s.batchUpdate("spend call", func(tx *bolt.Tx) error {
-		bk := tx.Bucket(bucketTasks)
-		next := make([]uint64, len(ids))
-		for i, id := range ids {
-			var n uint64
-			if v := bk.Get([]byte("c/" + id)); len(v) == 8 {
-				n = binary.BigEndian.Uint64(v)
-			}
-			if limits[i] > 0 && n+1 > uint64(limits[i]) {
-				return fmt.Errorf("%w: task %s has used %d of %d calls", agents.ErrBudget, id, n, limits[i])
-			}
-			next[i] = n + 1
+	return s.batchUpdate("spend call", func(tx *bolt.Tx) error { return spendTx(tx, ids, limits) })
+}
+
+// spendTx charges one call to each task in ids, all or none.
+func spendTx(tx *bolt.Tx, ids []string, limits []int64) error {
+	bk := tx.Bucket(bucketTasks)
+	next := make([]uint64, len(ids))
+	for i, id := range ids {
+		var n uint64
+		if v := bk.Get([]byte("c/" + id)); len(v) == 8 {
+			n = binary.BigEndian.Uint64(v)
 		}
-		for i, id := range ids {
-			if err := bk.Put([]byte("c/"+id), u64(next[i])); err != nil {
-				return err
-			}
+		if limits[i] > 0 && n+1 > uint64(limits[i]) {
+			return fmt.Errorf("%w: task %s has used %d of %d calls", agents.ErrBudget, id, n, limits[i])
 		}
-		return nil
-	})
+		next[i] = n + 1
+	}
+	for i, id := range ids {
+		if err := bk.Put([]byte("c/"+id), u64(next[i])); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // CallCount returns the calls spent by a task.
