@@ -106,8 +106,10 @@ func (d *downstream) run(ctx context.Context, firstDone chan<- struct{}) {
 		d.log.Info("downstream server connected", "transport", d.spec.Transport, "protocol", c.ProtocolVersion())
 		d.pool.changed()
 		connectedAt := time.Now()
+		stopListen := d.listen(connCtx, c)
 
 		reason := d.watch(connCtx, c, dead)
+		stopListen()
 		d.setDown(reason)
 		d.pool.changed()
 		_ = c.Close()
@@ -486,7 +488,10 @@ func (d *downstream) onNotification(n mcp.JSONRPCNotification) {
 		d.log.Info("downstream log message", "params", n.Params.AdditionalFields)
 	case string(mcp.MethodNotificationToolsListChanged),
 		string(mcp.MethodNotificationResourcesListChanged),
-		string(mcp.MethodNotificationPromptsListChanged):
+		string(mcp.MethodNotificationPromptsListChanged),
+		// The listen stream is up: re-sync once, for changes made between
+		// the first sync and the subscription.
+		"notifications/subscriptions/acknowledged":
 		select {
 		case d.resync <- struct{}{}:
 		default:
@@ -539,4 +544,32 @@ func (d *downstream) killGroup() {
 	if cmd != nil && cmd.Process != nil {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
+}
+
+// listen opens a 2026-07-28 subscriptions/listen stream on HTTP
+// downstreams, so that list_changed arrives at once rather than at the next
+// periodic re-sync (stdio and in-process servers notify on their own
+// connection; legacy HTTP servers would need a GET stream, which forces the
+// legacy era, so they rely on the re-sync). It returns the stop func.
+func (d *downstream) listen(ctx context.Context, c *client.Client) func() {
+	if d.spec.Transport != TransportStreamableHTTP || !mcp.IsModernProtocol(c.ProtocolVersion()) {
+		return func() {}
+	}
+	caps := c.GetServerCapabilities()
+	filter := mcp.SubscriptionFilter{
+		ToolsListChanged:     caps.Tools != nil && caps.Tools.ListChanged,
+		PromptsListChanged:   caps.Prompts != nil && caps.Prompts.ListChanged,
+		ResourcesListChanged: caps.Resources != nil && caps.Resources.ListChanged,
+	}
+	if !filter.ToolsListChanged && !filter.PromptsListChanged && !filter.ResourcesListChanged {
+		return func() {}
+	}
+	stop, err := c.ListenAsync(ctx, filter, func(err error) {
+		d.log.Info("downstream list_changed stream ended; periodic re-sync continues", "err", err)
+	})
+	if err != nil {
+		d.log.Info("downstream list_changed stream not available; periodic re-sync only", "err", err)
+		return func() {}
+	}
+	return stop
 }
