@@ -94,3 +94,47 @@ func TestSessionsBindToIdentity(t *testing.T) {
 		t.Fatalf("ended session not forgotten: %v", err)
 	}
 }
+
+type memSessionStore struct{ m map[string]SessionRecord }
+
+func (m *memSessionStore) PutSession(r SessionRecord) error { m.m[r.ID] = r; return nil }
+func (m *memSessionStore) ListSessions() ([]SessionRecord, error) {
+	var out []SessionRecord
+	for _, r := range m.m {
+		out = append(out, r)
+	}
+	return out, nil
+}
+func (m *memSessionStore) DeleteSession(id string) error { delete(m.m, id); return nil }
+
+// TestSessionTaskSurvivesRestart: the task bound to a session is persisted
+// with it, so after a restart the session cannot fall back to a wider
+// default task.
+func TestSessionTaskSurvivesRestart(t *testing.T) {
+	st := &memSessionStore{m: map[string]SessionRecord{}}
+	s := NewSessions(time.Hour, nil)
+	if err := s.Persist(st); err != nil {
+		t.Fatal(err)
+	}
+	id := s.Generate()
+	alice := Identity{Agent: "spiffe://d/agent/a", Initiator: "alice"}
+	if err := s.Bind(id, alice); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.BindTask(id, "task_1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.BindTask(id, "task_2"); !errors.Is(err, ErrOutsideTask) {
+		t.Fatalf("second task in the same session: %v", err)
+	}
+	restarted := NewSessions(time.Hour, nil)
+	if err := restarted.Persist(st); err != nil {
+		t.Fatal(err)
+	}
+	if got := restarted.Task(id); got != "task_1" {
+		t.Fatalf("after restart the session's task is %q", got)
+	}
+	if err := restarted.BindTask(id, "task_2"); !errors.Is(err, ErrOutsideTask) {
+		t.Fatalf("after restart, another task: %v", err)
+	}
+}

@@ -23,6 +23,7 @@ type Sessions struct {
 
 type sessionState struct {
 	identity Identity
+	task     string // the task first presented in the session, if any
 	bound    bool
 	ended    time.Time
 	opened   time.Time
@@ -132,6 +133,41 @@ func (s *Sessions) Check(session string, id Identity) error {
 		return ErrSessionMismatch
 	}
 	return nil
+}
+
+// BindTask ties session to the task first presented in it and persists
+// the binding (so a restart cannot let the session fall back to a wider
+// default task). Presenting another task later fails with ErrOutsideTask.
+// An unknown session (stdio, tests) is ErrUnknownSession.
+func (s *Sessions) BindTask(session, task string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.sessions[session]
+	if !ok {
+		return ErrUnknownSession
+	}
+	if st.task != "" {
+		if st.task != task {
+			return fmt.Errorf("%w: session is bound to task %s", ErrOutsideTask, st.task)
+		}
+		return nil
+	}
+	st.task = task
+	if err := s.persistLocked(session, st); err != nil {
+		st.task = ""
+		return err
+	}
+	return nil
+}
+
+// Task returns the task bound to session ("" if none).
+func (s *Sessions) Task(session string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st, ok := s.sessions[session]; ok {
+		return st.task
+	}
+	return ""
 }
 
 // Len returns the number of live sessions.

@@ -20,6 +20,7 @@ type SessionRecord struct {
 	Tenant        string        `json:"tenant,omitempty"`
 	Groups        []string      `json:"groups,omitempty"`
 	Method        string        `json:"method,omitempty"`
+	Task          string        `json:"task,omitempty"` // task first presented in the session
 	Opened        time.Time     `json:"opened"`
 	Ended         time.Time     `json:"ended,omitzero"`
 	RevokedAt     time.Time     `json:"revoked_at,omitzero"`
@@ -70,7 +71,7 @@ func (s *Sessions) Persist(st SessionStore) error {
 		s.sessions[r.ID] = &sessionState{
 			identity: Identity{Agent: r.Agent, Initiator: r.Initiator, InitiatorKind: r.InitiatorKind, Tenant: r.Tenant,
 				Groups: r.Groups, Method: r.Method},
-			bound: r.Agent != "", opened: r.Opened, ended: r.Ended, revoked: r.RevokedAt,
+			task: r.Task, bound: r.Agent != "", opened: r.Opened, ended: r.Ended, revoked: r.RevokedAt,
 		}
 	}
 	return nil
@@ -79,7 +80,7 @@ func (s *Sessions) Persist(st SessionStore) error {
 func (st *sessionState) record(id string) SessionRecord {
 	return SessionRecord{ID: id, Agent: st.identity.Agent, Initiator: st.identity.Initiator,
 		InitiatorKind: st.identity.InitiatorKind, Tenant: st.identity.Tenant, Groups: st.identity.Groups,
-		Method: st.identity.Method, Opened: st.opened, Ended: st.ended, RevokedAt: st.revoked}
+		Method: st.identity.Method, Task: st.task, Opened: st.opened, Ended: st.ended, RevokedAt: st.revoked}
 }
 
 // persistLocked writes the session through; the caller holds s.mu. A

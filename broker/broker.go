@@ -199,6 +199,7 @@ func New(cfg Config, opts Options) (b *Broker, err error) {
 		return nil, err
 	}
 	b.sessions = agents.NewSessions(time.Hour, nil)
+	b.sessionTasks.sessions = b.sessions
 	if err := b.sessions.Persist(b.store); err != nil {
 		return nil, err
 	}

@@ -120,15 +120,24 @@ func (a *acting) allowsResource(uri string) bool {
 	return false
 }
 
-// sessionTasks binds legacy sessions to the task first presented in them.
+// sessionTasks binds legacy sessions to the task first presented in them:
+// persisted through agents.Sessions for the sessions it issued (so a
+// restart keeps the binding), in memory for the others (stdio).
 type sessionTasks struct {
-	mu sync.Mutex
-	m  map[string]string
+	sessions *agents.Sessions
+	mu       sync.Mutex
+	m        map[string]string
 }
 
 func (s *sessionTasks) bind(session, task string) error {
 	if session == "" {
 		return nil
+	}
+	if s.sessions != nil {
+		err := s.sessions.BindTask(session, task)
+		if !errors.Is(err, agents.ErrUnknownSession) {
+			return err
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -142,7 +151,8 @@ func (s *sessionTasks) bind(session, task string) error {
 	return nil
 }
 
-// forget drops the binding of a session that ended.
+// forget drops the in-memory binding of a session that ended (persisted
+// bindings end with their session).
 func (s *sessionTasks) forget(session string) {
 	s.mu.Lock()
 	delete(s.m, session)
@@ -150,6 +160,11 @@ func (s *sessionTasks) forget(session string) {
 }
 
 func (s *sessionTasks) get(session string) string {
+	if s.sessions != nil {
+		if t := s.sessions.Task(session); t != "" {
+			return t
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.m[session]
