@@ -237,3 +237,19 @@ func TestResolveChecksAgentAndHandle(t *testing.T) {
 		t.Fatalf("expired: %v", err)
 	}
 }
+
+func TestNarrowDepthLimit(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	parent := &Task{ID: "p", Initiator: "alice", Agent: "spiffe://t/agent/b", Tools: []string{"x"}, ExpiresAt: now.Add(time.Hour),
+		Chain: []string{"spiffe://t/agent/a"}}
+	// b (at depth 2) delegating to c: c would act at depth 3.
+	if _, err := Narrow(parent, parent.Agent, SubTask{Agent: "spiffe://t/agent/c", Tools: []string{"x"}}, -1, 2, now); !errors.Is(err, ErrOutsideTask) {
+		t.Fatalf("depth 3 under a limit of 2: %v", err)
+	}
+	if _, err := Narrow(parent, parent.Agent, SubTask{Agent: "spiffe://t/agent/c", Tools: []string{"x"}}, -1, 3, now); err != nil {
+		t.Fatalf("depth 3 under a limit of 3: %v", err)
+	}
+	if _, err := Narrow(parent, parent.Agent, SubTask{Agent: "spiffe://t/agent/a", Tools: []string{"x"}}, -1, 8, now); !errors.Is(err, ErrOutsideTask) {
+		t.Fatalf("delegating back to an agent on the chain: %v", err)
+	}
+}
