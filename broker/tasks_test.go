@@ -344,3 +344,19 @@ func TestUnregisteredAgentRefused(t *testing.T) {
 		t.Errorf("unregistered agent sees %d tools (%v)", len(lt.Tools), err)
 	}
 }
+
+// TestInitiatorMayAgentMayNot: the initiator may use the tool, the acting
+// agent may not: the agent's pass denies, and the record names it.
+func TestInitiatorMayAgentMayNot(t *testing.T) {
+	r := newChainRig(t, `@id("users") permit (principal is Broker::User, action, resource);
+@id("planners") permit (principal in Broker::AgentClass::"planner", action, resource);`)
+	h := grant(t, r, agents.Task{Agent: coder, Tools: []string{"kv__*"}})
+	c := r.agent(t, "coder-token-1", h)
+	if res := callTool(t, c, "kv__get", map[string]any{"key": "k"}); reasonOf(res) != string(ReasonDeniedByPolicy) {
+		t.Fatalf("coder (not a planner) for alice: %q", text(res))
+	}
+	es := listLive(t, r.dir, audit.Filter{Type: audit.CallDecided, Target: "kv__get"})
+	if len(es) != 1 || !strings.Contains(es[0].Event.Detail, coder) || len(es[0].Event.Passes) != 2 || !es[0].Event.Passes[0].Allowed {
+		t.Fatalf("record: %+v", es)
+	}
+}
