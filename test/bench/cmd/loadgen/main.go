@@ -51,6 +51,7 @@ func main() {
 	idle := flag.Int("idle", 0, "open this many idle sessions per target and report memory per session")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run")
 	only := flag.Bool("broker-only", false, "drive the broker alone (for profiles: no direct or proxy target)")
+	soak := flag.Duration("soak", 0, "drive the broker alone for this long at the first -clients count and report heap, goroutines and RSS every -round")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -77,6 +78,12 @@ func main() {
 		return
 	}
 	w := bench.Workload{Kind: *workload, SleepMS: *sleepMS, Payload: *payload}
+	if *soak > 0 {
+		if err := soakRun(ctx, *soak, *roundDur, ints(*clients)[0], strings.Split(*eras, ",")[0], w, ints(*pols)); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	for _, era := range strings.Split(*eras, ",") {
 		rig, err := bench.NewRig(ctx, bench.RigOptions{Era: era, Tools: *tools, Policies: ints(*pols), NoSync: *nosync && !*only,
 			NoDirect: *only, NoProxy: *only})
@@ -145,4 +152,30 @@ func cpuModel() string {
 		}
 	}
 	return "cpu unknown"
+}
+
+// soakRun drives the broker at constant load for d and reports, after each
+// interval, calls/s and the live heap, goroutines and RSS after a GC: a
+// leak shows as a trend, not as one number.
+func soakRun(ctx context.Context, d, interval time.Duration, clients int, era string, w bench.Workload, pols []int) error {
+	rig, err := bench.NewRig(ctx, bench.RigOptions{Era: era, Policies: pols[:1], NoDirect: true, NoProxy: true})
+	if err != nil {
+		return err
+	}
+	defer rig.Close()
+	fmt.Printf("\n## soak: broker, %s, %s, %d clients, %s in %s intervals\n\n", era, w, clients, d, interval)
+	fmt.Println("| minute | calls/s | p99 | heap MiB (after GC) | goroutines | RSS MiB |")
+	fmt.Println("|---|---|---|---|---|---|")
+	start := time.Now()
+	for time.Since(start) < d && ctx.Err() == nil {
+		stats, err := bench.Run(ctx, rig.Targets, era, clients, w, 1, interval)
+		if err != nil {
+			return err
+		}
+		runtime.GC()
+		st := stats[0]
+		fmt.Printf("| %.1f | %.0f | %s | %.1f | %d | %.0f |\n", time.Since(start).Minutes(), st.CallsPerSec(), st.Pct(0.99),
+			float64(bench.HeapInUse())/(1<<20), runtime.NumGoroutine(), float64(bench.RSS())/(1<<20))
+	}
+	return nil
 }
