@@ -398,7 +398,7 @@ func (b *Broker) serveHTTP(ctx context.Context) error {
 		server.WithSessionIdManager(b.sessions),
 		server.WithSessionIdleTTL(time.Duration(b.cfg.SessionIdleTTL)),
 		server.WithStreamableHTTPLogger(b.log.With("component", "http")),
-		server.WithEventStore(server.NewInMemoryEventStore()),
+		server.WithEventStore(newEventStore()),
 		server.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
 			if id, ok := agents.FromContext(r.Context()); ok {
 				ctx = agents.WithIdentity(ctx, id)
