@@ -51,6 +51,7 @@ func main() {
 	idle := flag.Int("idle", 0, "open this many idle sessions per target and report memory per session")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run")
 	only := flag.Bool("broker-only", false, "drive the broker alone (for profiles: no direct or proxy target)")
+	memprofile := flag.String("memprofile", "", "write a heap profile (after a GC) at the end")
 	soak := flag.Duration("soak", 0, "drive the broker alone for this long at the first -clients count and report heap, goroutines and RSS every -round")
 	flag.Parse()
 
@@ -78,6 +79,19 @@ func main() {
 		return
 	}
 	w := bench.Workload{Kind: *workload, SleepMS: *sleepMS, Payload: *payload}
+	if *memprofile != "" {
+		defer func() {
+			runtime.GC()
+			f, err := os.Create(*memprofile)
+			if err != nil {
+				log.Fatal(err)
+			}
+			defer f.Close()
+			if err := pprof.WriteHeapProfile(f); err != nil {
+				log.Fatal(err)
+			}
+		}()
+	}
 	if *soak > 0 {
 		if err := soakRun(ctx, *soak, *roundDur, ints(*clients)[0], strings.Split(*eras, ",")[0], w, ints(*pols)); err != nil {
 			log.Fatal(err)
