@@ -74,24 +74,7 @@ func TestElicitationRelayBothEras(t *testing.T) {
 	for _, era := range []string{mcp.ProtocolVersion20251125, mcp.ProtocolVersion20260728} {
 		t.Run(era, func(t *testing.T) {
 			a := &answerer{}
-			tr, _ := transport.NewStreamableHTTP(url)
-			c := client.NewClient(tr, client.WithElicitationHandler(a), client.WithProtocolVersion(era))
-			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			defer cancel()
-			if err := c.Start(ctx); err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			if _, err := c.Initialize(ctx, mcp.InitializeRequest{}); err != nil {
-				t.Fatal(err)
-			}
-			req := mcp.CallToolRequest{}
-			req.Params.Name = "asker__ask"
-			req.Params.Arguments = map[string]any{"q": "what is the answer?"}
-			res, err := c.CallTool(ctx, req)
-			if err != nil {
-				t.Fatal(err)
-			}
+			res := askVia(t, url, era, a, "what is the answer?")
 			if res.IsError || !strings.Contains(text(res), "accept") || !strings.Contains(text(res), "42") {
 				t.Fatalf("result %q isError=%v", text(res), res.IsError)
 			}
@@ -166,27 +149,35 @@ func TestElicitationDeniedByPolicy(t *testing.T) {
 	for _, era := range []string{mcp.ProtocolVersion20251125, mcp.ProtocolVersion20260728} {
 		t.Run(era, func(t *testing.T) {
 			a := &answerer{}
-			tr, _ := transport.NewStreamableHTTP(url)
-			c := client.NewClient(tr, client.WithElicitationHandler(a), client.WithProtocolVersion(era))
-			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			defer cancel()
-			if err := c.Start(ctx); err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			if _, err := c.Initialize(ctx, mcp.InitializeRequest{}); err != nil {
-				t.Fatal(err)
-			}
-			req := mcp.CallToolRequest{}
-			req.Params.Name = "asker__ask"
-			req.Params.Arguments = map[string]any{"q": "secret question"}
-			res, err := c.CallTool(ctx, req)
-			if err != nil {
-				t.Fatal(err)
-			}
+			res := askVia(t, url, era, a, "secret question")
 			if !strings.Contains(text(res), "elicitation failed") || a.asked.Load() != 0 {
 				t.Fatalf("denied elicitation reached the agent: %q (asked %d)", text(res), a.asked.Load())
 			}
 		})
 	}
+}
+
+// askVia calls asker__ask through the broker at url as a client of era
+// whose elicitation handler is a.
+func askVia(t *testing.T, url, era string, a *answerer, q string) *mcp.CallToolResult {
+	t.Helper()
+	tr, _ := transport.NewStreamableHTTP(url)
+	c := client.NewClient(tr, client.WithElicitationHandler(a), client.WithProtocolVersion(era))
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Initialize(ctx, mcp.InitializeRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	req := mcp.CallToolRequest{}
+	req.Params.Name = "asker__ask"
+	req.Params.Arguments = map[string]any{"q": q}
+	res, err := c.CallTool(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
 }
