@@ -23,6 +23,12 @@ type RigOptions struct {
 	// NoProxy and NoDirect leave those targets out.
 	NoProxy, NoDirect bool
 	Logger            *slog.Logger
+	// Exe, if set, runs the downstream and every target as child
+	// processes of this executable (see RoleFlag); the clients stay here.
+	Exe string
+	// CPUProfile, with Exe, profiles each broker process into
+	// CPUProfile.<target name>.
+	CPUProfile string
 }
 
 // Rig is a downstream and the targets in front of it.
@@ -43,6 +49,9 @@ func NewRig(ctx context.Context, o RigOptions) (_ *Rig, err error) {
 			_ = r.Close()
 		}
 	}()
+	if o.Exe != "" {
+		return r, r.startProcs(ctx, o)
+	}
 	ds, err := StartDownstream(o.Tools)
 	if err != nil {
 		return nil, err
@@ -84,6 +93,53 @@ func NewRig(ctx context.Context, o RigOptions) (_ *Rig, err error) {
 		}
 	}
 	return r, nil
+}
+
+// startProcs is NewRig with every target in its own process.
+func (r *Rig) startProcs(ctx context.Context, o RigOptions) error {
+	ds, err := startProc(ctx, o.Exe, "downstream", "-tools", fmt.Sprint(o.Tools))
+	if err != nil {
+		return err
+	}
+	r.closers = append(r.closers, ds.Close)
+	r.Downstream = &Downstream{URL: ds.URL}
+	if !o.NoDirect {
+		r.Targets = append(r.Targets, Target{Name: "direct", URL: ds.URL, proc: ds})
+	}
+	if !o.NoProxy {
+		p, err := startProc(ctx, o.Exe, "proxy", "-downstream", ds.URL, "-era", o.Era)
+		if err != nil {
+			return err
+		}
+		r.closers = append(r.closers, p.Close)
+		r.Targets = append(r.Targets, Target{Name: "proxy", URL: p.URL, proc: p})
+	}
+	add := func(name string, n int, nosync bool) error {
+		args := []string{"-downstream", ds.URL, "-era", o.Era, "-policies", fmt.Sprint(n), fmt.Sprintf("-nosync=%t", nosync)}
+		if o.CPUProfile != "" {
+			args = append(args, "-cpuprofile", o.CPUProfile+"."+name)
+		}
+		b, err := startProc(ctx, o.Exe, "broker", args...)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		r.closers = append(r.closers, b.Close)
+		r.Targets = append(r.Targets, Target{Name: name, URL: b.URL, Token: coderToken, Handle: b.Handl, Prefix: "bench__", proc: b})
+		return nil
+	}
+	for i, n := range o.Policies {
+		name := "broker"
+		if i > 0 {
+			name = fmt.Sprintf("broker-p%d", n)
+		}
+		if err := add(name, n, false); err != nil {
+			return err
+		}
+	}
+	if o.NoSync {
+		return add("broker-nosync", o.Policies[0], true)
+	}
+	return nil
 }
 
 // Close stops every target, the downstream last.

@@ -22,6 +22,19 @@ type Target struct {
 	Token  string // bearer credential, if any
 	Handle string // broker task handle, if any
 	Prefix string // tool name prefix ("bench__" for the broker)
+	proc   *proc  // the target's own process, if it has one
+}
+
+// counters are the allocation counters and RSS that describe t: its own
+// process's if it has one (the downstream's for direct), else this
+// process's.
+func (t Target) counters() (ProcStats, error) {
+	if t.proc != nil {
+		return t.proc.Stats()
+	}
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return ProcStats{Mallocs: m.Mallocs, Bytes: m.TotalAlloc, RSS: RSS()}, nil
 }
 
 // Workload is what each client does in a loop.
@@ -72,8 +85,9 @@ func (s *Stats) Pct(q float64) time.Duration {
 	return s.Lat[i]
 }
 
-// AllocsPerCall is the process-wide allocation count per call while this
-// target ran: client, target and downstream together.
+// AllocsPerCall is the allocation count per call while this target ran:
+// in the target's own process if it has one (the downstream's for direct),
+// else process-wide (client, target and downstream together).
 func (s *Stats) AllocsPerCall() float64 { return float64(s.Mallocs) / float64(max(s.Calls, 1)) }
 
 // BytesPerCall is the process-wide allocated bytes per call.
@@ -113,16 +127,21 @@ func Run(ctx context.Context, targets []Target, era string, clients int, w Workl
 	for r := range rounds {
 		for k := range targets {
 			i := (r + k) % len(targets)
-			var m0, m1 runtime.MemStats
 			runtime.GC()
-			runtime.ReadMemStats(&m0)
+			c0, err := targets[i].counters()
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", targets[i].Name, err)
+			}
 			t0 := time.Now()
 			round(ctx, targets[i], sessions[i], w, roundDur, 0, stats[i])
 			stats[i].Elapsed += time.Since(t0)
-			runtime.ReadMemStats(&m1)
-			stats[i].Mallocs += m1.Mallocs - m0.Mallocs
-			stats[i].Bytes += m1.TotalAlloc - m0.TotalAlloc
-			stats[i].RSS = RSS()
+			c1, err := targets[i].counters()
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", targets[i].Name, err)
+			}
+			stats[i].Mallocs += c1.Mallocs - c0.Mallocs
+			stats[i].Bytes += c1.Bytes - c0.Bytes
+			stats[i].RSS = c1.RSS
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}

@@ -32,12 +32,21 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/mcpbroker/mcpbroker/test/bench"
 )
 
 func main() {
+	if len(os.Args) > 2 && os.Args[1] == bench.RoleFlag {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := bench.ServeRole(ctx, os.Args[2], os.Args[3:], os.Stdout); err != nil {
+			log.Fatalf("%s: %v", os.Args[2], err)
+		}
+		return
+	}
 	clients := flag.String("clients", "1,16,64", "concurrent client sessions per target, comma-separated")
 	eras := flag.String("eras", bench.Legacy+","+bench.Modern, "protocol eras, comma-separated")
 	rounds := flag.Int("rounds", 5, "rounds; each visits every target once")
@@ -49,15 +58,16 @@ func main() {
 	tools := flag.Int("tools", 0, "filler tools on the downstream")
 	nosync := flag.Bool("nosync", true, "add broker-nosync (records written, not fsynced)")
 	idle := flag.Int("idle", 0, "open this many idle sessions per target and report memory per session")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (with -procs: of each broker process, to FILE.<target>)")
 	only := flag.Bool("broker-only", false, "drive the broker alone (for profiles: no direct or proxy target)")
 	memprofile := flag.String("memprofile", "", "write a heap profile (after a GC) at the end")
 	soak := flag.Duration("soak", 0, "drive the broker alone for this long at the first -clients count and report heap, goroutines and RSS every -round")
+	procs := flag.Bool("procs", true, "run the downstream, the proxy and each broker in its own process (as deployed); false runs them in this process")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if *cpuprofile != "" {
+	if *cpuprofile != "" && !*procs {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
 			log.Fatal(err)
@@ -100,7 +110,7 @@ func main() {
 	}
 	for _, era := range strings.Split(*eras, ",") {
 		rig, err := bench.NewRig(ctx, bench.RigOptions{Era: era, Tools: *tools, Policies: ints(*pols), NoSync: *nosync && !*only,
-			NoDirect: *only, NoProxy: *only})
+			NoDirect: *only, NoProxy: *only, Exe: exe(*procs), CPUProfile: *cpuprofile})
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -141,6 +151,18 @@ func idleRun(ctx context.Context, n int, pols []int) error {
 		fmt.Printf("| %s | %d | %.1f | %.2f | %d | %.0f |\n", t.Name, len(ids), d/(1<<20), d/1024/float64(len(ids)), g1-g0, float64(bench.RSS())/(1<<20))
 	}
 	return nil
+}
+
+// exe is this executable when targets run in their own processes.
+func exe(procs bool) string {
+	if !procs {
+		return ""
+	}
+	p, err := os.Executable()
+	if err != nil {
+		log.Fatal(err)
+	}
+	return p
 }
 
 func ints(s string) []int {
