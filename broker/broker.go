@@ -55,6 +55,9 @@ type Options struct {
 	// StoreNoSync writes records without fsync. Benchmarks only (the
 	// "written but not fsynced" comparison): a crash can lose records.
 	StoreNoSync bool
+	// NoFastLane sends every request through mcp-go (benchmarks and
+	// tests compare the two paths).
+	NoFastLane bool
 	// Tracer exports a span per brokered call; nil traces nothing. cmd/
 	// builds it from the OTEL_* environment.
 	Tracer *metrics.Tracer
@@ -63,6 +66,7 @@ type Options struct {
 // Broker is one running mcpbroker. New provisions it; Run serves until the
 // context ends and then shuts down in reverse data-flow order.
 type Broker struct {
+	fast    *fastLane // nil: every request goes through mcp-go
 	cfg     Config
 	opts    Options
 	log     *slog.Logger
@@ -231,6 +235,9 @@ func New(cfg Config, opts Options) (b *Broker, err error) {
 		return nil, fmt.Errorf("servers: %w", err)
 	}
 	b.mcp = b.newMCPServer()
+	if !opts.NoFastLane {
+		b.fast = newFastLane(time.Duration(cfg.SessionIdleTTL))
+	}
 	b.pool.OnChange(b.applyCatalog)
 	return b, nil
 }

@@ -34,11 +34,22 @@ func (b *Broker) newCaller(ctx context.Context, c *call) tools.Caller {
 	return &upstream{b: b, ctx: ctx, c: c}
 }
 
-// current is the agent request context relays go to.
+// current is the agent request context relays go to. A fast-lane call is
+// handed to mcp-go first, so that the context carries the agent's session.
 func (u *upstream) current() context.Context {
 	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.ctx
+	ctx := u.ctx
+	u.mu.Unlock()
+	if fastFrom(ctx) == nil {
+		return ctx
+	}
+	sctx, err := sessionCtx(ctx)
+	if err != nil {
+		u.b.log.Warn("agent session unavailable for a relay", "call_id", u.c.id, "err", err)
+		return ctx
+	}
+	u.setCtx(sctx)
+	return sctx
 }
 
 func (u *upstream) setCtx(ctx context.Context) {

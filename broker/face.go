@@ -42,6 +42,9 @@ func (b *Broker) newMCPServer() *server.MCPServer {
 	hooks.AddOnUnregisterSession(func(ctx context.Context, s server.ClientSession) {
 		_, _ = b.sessions.Terminate(s.SessionID())
 		b.sessionTasks.forget(s.SessionID())
+		if b.fast != nil {
+			b.fast.forget(s.SessionID())
+		}
 		b.record(ctx, audit.Event{Type: audit.SessionClosed, Session: s.SessionID()})
 	})
 	// Requests refused before any handler ran (unknown tool, malformed
@@ -152,6 +155,7 @@ func (b *Broker) applyCatalog(s *tools.Snapshot) {
 
 	toolSum := sha256.New()
 	st := b.brokerTools()
+	fast := map[string]server.ToolHandlerFunc{}
 	for _, t := range s.Tools {
 		if strings.HasPrefix(t.Exposed, "broker__") || t.Server == brokerServer {
 			// The broker's own namespace: a downstream tool there would
@@ -166,7 +170,9 @@ func (b *Broker) applyCatalog(s *tools.Snapshot) {
 		}
 		def, _ := json.Marshal(t.Def)
 		toolSum.Write(def)
-		st = append(st, server.ServerTool{Tool: t.Def, Handler: b.toolHandler(t)})
+		h := b.toolHandler(t)
+		st = append(st, server.ServerTool{Tool: t.Def, Handler: h})
+		fast[t.Exposed] = h
 	}
 	if sum := string(toolSum.Sum(nil)); sum != b.lastTools {
 		b.lastTools = sum
@@ -178,6 +184,9 @@ func (b *Broker) applyCatalog(s *tools.Snapshot) {
 			}()
 			b.mcp.SetTools(st...)
 		}()
+		if b.fast != nil {
+			b.fast.setTools(fast)
+		}
 		b.log.Info("tool catalog updated", "tools", len(st))
 	}
 
@@ -309,6 +318,9 @@ type rpcPeek struct {
 	JSONRPC string          `json:"jsonrpc"`
 	ID      json.RawMessage `json:"id"`
 	Method  string          `json:"method"`
+	Params  struct {
+		RequestID json.RawMessage `json:"requestId"` // notifications/cancelled
+	} `json:"params"`
 }
 
 func (b *Broker) guard(next http.Handler) http.Handler {
@@ -387,6 +399,15 @@ func (b *Broker) guard(next http.Handler) http.Handler {
 				w.WriteHeader(http.StatusAccepted)
 				return
 			}
+			if b.fast != nil && sid != "" && m.Method == string(mcp.MethodNotificationCancelled) {
+				b.fast.cancel(sid, m.Params.RequestID)
+			}
+		}
+		if b.serveFast(w, r, ctx, sid, body, next) {
+			return
+		}
+		if b.fast != nil && sid != "" {
+			b.fast.touched(sid)
 		}
 		if r.Method == http.MethodPost && sid == "" && !bytes.Contains(body, modernMetaKey) {
 			// Neither a 2025-11-25 session nor a 2026-07-28 request: only

@@ -42,6 +42,8 @@ func (b *Broker) admit(ctx context.Context, method string, action policies.Actio
 	c := &call{id: newCallID(), method: method, target: target, start: time.Now()}
 	if s := server.ClientSessionFromContext(ctx); s != nil {
 		c.session = s.SessionID()
+	} else if fc := fastFrom(ctx); fc != nil {
+		c.session = fc.sid
 	}
 	var metaFields map[string]any
 	if meta != nil {
@@ -303,6 +305,11 @@ func (b *Broker) toolHandler(t tools.Tool) server.ToolHandlerFunc {
 		RiskTags: t.RiskTags,
 	}
 	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		if fc := adoptedCall(ctx); fc != nil {
+			// A fast-lane call handed over in flight: its pipeline runs
+			// on, with relays on this request's session.
+			return fc.await(ctx)
+		}
 		target := target
 		target.Unpinned = b.isUnpinned(t.Server, t.Name)
 		if req.Params.RequestState != "" || len(req.Params.InputResponses) > 0 {
@@ -317,6 +324,9 @@ func (b *Broker) toolHandler(t tools.Tool) server.ToolHandlerFunc {
 		}
 		c, reason := b.admit(ctx, "tools/call", policies.ActionCallTool, target, raw, req.Params.Meta)
 		if reason == ReasonApprovalRequired {
+			if actx, err := sessionCtx(ctx); err == nil {
+				ctx = actx // a fast-lane call asks on the agent's session
+			}
 			// The approval stage: a human decides, in band (elicitation)
 			// or out of band. pending is an answer the agent must get
 			// first (input_required); otherwise there is a decision.

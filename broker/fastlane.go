@@ -1,0 +1,322 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+)
+
+// The fast lane serves the most common request, a 2025-11-25 tools/call
+// over streamable HTTP, without mcp-go's request machinery (which parses
+// each message four or five times and starts a goroutine and channels per
+// request): the guard has already authenticated the request, read the body
+// and checked the session; the lane parses the envelope once, runs the same
+// tool pipeline (toolHandler) and writes the JSON-RPC response itself.
+//
+// Anything the lane does not handle goes to mcp-go unchanged: other
+// methods, batches, progress tokens, MRTR state, unknown tools, the broker's
+// own tools, 2026-07-28 requests. And when a call turns out to need the
+// agent's session mid-call (a downstream's elicitation, sampling, roots or
+// notification, or an in-band approval prompt), the lane hands the HTTP
+// request over to mcp-go, whose tool handler adopts the call in flight
+// (adoptKey): the relay then runs on mcp-go's session exactly as it does
+// for a call that came through mcp-go, and mcp-go writes the response.
+type fastLane struct {
+	mu       sync.Mutex
+	tools    map[string]server.ToolHandlerFunc // exposed name → pipeline
+	inflight map[string]context.CancelFunc     // session + request id → cancel
+	// lastSlow is when each session last went through mcp-go (which
+	// keeps its idle-session clock): the lane sends a session's request
+	// there when that is older than a quarter of the idle TTL.
+	lastSlow sync.Map // session ID → *atomic.Int64 (unix nanos)
+	touchAge time.Duration
+
+	served, handedOver atomic.Int64 // calls taken; of those, handed to mcp-go
+}
+
+func newFastLane(idleTTL time.Duration) *fastLane {
+	age := idleTTL / 4
+	if idleTTL <= 0 { // no idle expiry: nothing to keep fresh
+		age = time.Duration(1<<63 - 1)
+	}
+	return &fastLane{inflight: map[string]context.CancelFunc{}, touchAge: age}
+}
+
+// setTools replaces the catalog the lane serves.
+func (f *fastLane) setTools(m map[string]server.ToolHandlerFunc) {
+	f.mu.Lock()
+	f.tools = m
+	f.mu.Unlock()
+}
+
+func (f *fastLane) tool(name string) server.ToolHandlerFunc {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.tools[name]
+}
+
+// touched notes that sid's request goes through mcp-go now.
+func (f *fastLane) touched(sid string) {
+	now := time.Now().UnixNano()
+	if v, ok := f.lastSlow.Load(sid); ok {
+		v.(*atomic.Int64).Store(now)
+		return
+	}
+	v := new(atomic.Int64)
+	v.Store(now)
+	f.lastSlow.Store(sid, v)
+}
+
+func (f *fastLane) fresh(sid string) bool {
+	v, ok := f.lastSlow.Load(sid)
+	return ok && time.Since(time.Unix(0, v.(*atomic.Int64).Load())) < f.touchAge
+}
+
+func (f *fastLane) forget(sid string) { f.lastSlow.Delete(sid) }
+
+// cancel cancels the lane's call with this session and request id, if any
+// (notifications/cancelled; mcp-go does the same for its own calls).
+func (f *fastLane) cancel(sid string, id json.RawMessage) {
+	key, ok := inflightKey(sid, id)
+	if !ok {
+		return
+	}
+	f.mu.Lock()
+	c := f.inflight[key]
+	f.mu.Unlock()
+	if c != nil {
+		c()
+	}
+}
+
+// inflightKey identifies a request within its session: JSON-RPC ids are
+// strings or numbers, and "1" and 1 are different ids.
+func inflightKey(sid string, id json.RawMessage) (string, bool) {
+	id = bytes.TrimSpace(id)
+	if len(id) == 0 {
+		return "", false
+	}
+	switch id[0] {
+	case '"':
+		var s string
+		if json.Unmarshal(id, &s) != nil {
+			return "", false
+		}
+		return sid + "\x00s" + s, true
+	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		var n json.Number
+		if json.Unmarshal(id, &n) != nil {
+			return "", false
+		}
+		return sid + "\x00n" + n.String(), true
+	}
+	return "", false
+}
+
+// fastCall is one call on the lane, until mcp-go adopts it.
+type fastCall struct {
+	sid     string
+	need    chan struct{} // closed when a relay needs the agent's session
+	needOne sync.Once
+	adopted chan struct{} // closed when adopted (actx set) or when adoption failed (actx nil)
+	adopOne sync.Once
+	actx    context.Context
+	result  chan *mcp.CallToolResult // the pipeline's result (buffered)
+}
+
+type fastKey struct{}
+type adoptKey struct{}
+
+// fastFrom is the lane's call behind ctx, if ctx is a lane call's context
+// that mcp-go has not adopted.
+func fastFrom(ctx context.Context) *fastCall {
+	fc, _ := ctx.Value(fastKey{}).(*fastCall)
+	return fc
+}
+
+var errNotAdopted = errors.New("the agent's session is not available for this request")
+
+// sessionCtx returns a context with the agent's MCP session for a relay:
+// ctx itself unless it is a lane call's, which is then handed to mcp-go
+// first.
+func sessionCtx(ctx context.Context) (context.Context, error) {
+	fc := fastFrom(ctx)
+	if fc == nil {
+		return ctx, nil
+	}
+	fc.needOne.Do(func() { close(fc.need) })
+	select {
+	case <-fc.adopted:
+		if fc.actx == nil {
+			return ctx, errNotAdopted
+		}
+		return fc.actx, nil
+	case <-ctx.Done():
+		return ctx, ctx.Err()
+	}
+}
+
+func (fc *fastCall) markAdopted(ctx context.Context) {
+	fc.adopOne.Do(func() {
+		fc.actx = ctx
+		close(fc.adopted)
+	})
+}
+
+// adoptedCall, in a tool handler run by mcp-go, is the lane call this
+// request hands over: the handler returns its result.
+func adoptedCall(ctx context.Context) *fastCall {
+	fc, _ := ctx.Value(adoptKey{}).(*fastCall)
+	return fc
+}
+
+func (fc *fastCall) await(ctx context.Context) (*mcp.CallToolResult, error) {
+	fc.markAdopted(ctx)
+	select {
+	case res := <-fc.result:
+		return res, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// fastRequest is the envelope the lane accepts.
+type fastRequest struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Method  string          `json:"method"`
+	Params  json.RawMessage `json:"params"`
+}
+
+var toolsCallMethod = []byte(`"tools/call"`)
+
+// serveFast serves r on the lane if it can and reports whether it did.
+// ctx is the guard's (identity and presented task); sid the checked
+// session; body the whole request body.
+func (b *Broker) serveFast(w http.ResponseWriter, r *http.Request, ctx context.Context, sid string, body []byte, next http.Handler) bool {
+	f := b.fast
+	if f == nil || r.Method != http.MethodPost || sid == "" || !bytes.Contains(body, toolsCallMethod) {
+		return false
+	}
+	if v := r.Header.Get(mcp.HeaderProtocolVersion); !mcp.IsValidProtocolVersion(v) || mcp.IsModernProtocol(v) {
+		return false
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" && !bytes.HasPrefix([]byte(ct), []byte("application/json;")) {
+		return false
+	}
+	if !f.fresh(sid) {
+		return false
+	}
+	var env fastRequest
+	if json.Unmarshal(body, &env) != nil || env.JSONRPC != mcp.JSONRPC_VERSION || env.Method != string(mcp.MethodToolsCall) {
+		return false
+	}
+	key, ok := inflightKey(sid, env.ID)
+	if !ok {
+		return false
+	}
+	var params map[string]json.RawMessage
+	if json.Unmarshal(env.Params, &params) != nil {
+		return false
+	}
+	var req mcp.CallToolRequest
+	req.Method = string(mcp.MethodToolsCall)
+	for k, v := range params {
+		switch k {
+		case "name":
+			if json.Unmarshal(v, &req.Params.Name) != nil {
+				return false
+			}
+		case "arguments":
+			if !bytes.Equal(bytes.TrimSpace(v), []byte("null")) {
+				req.Params.RawArguments = v
+				req.Params.Arguments = v
+			}
+		case "_meta":
+			if json.Unmarshal(v, &req.Params.Meta) != nil || req.Params.Meta != nil && req.Params.Meta.ProgressToken != nil ||
+				bytes.Contains(v, modernMetaKey) {
+				return false
+			}
+		default: // requestState, inputResponses, task, …: mcp-go's
+			return false
+		}
+	}
+	handler := f.tool(req.Params.Name)
+	if handler == nil {
+		return false
+	}
+
+	fc := &fastCall{sid: sid, need: make(chan struct{}), adopted: make(chan struct{}), result: make(chan *mcp.CallToolResult, 1)}
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	f.mu.Lock()
+	if f.inflight[key] != nil {
+		f.mu.Unlock()
+		return false // a duplicate id in flight: mcp-go's answer
+	}
+	f.inflight[key] = cancel
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		delete(f.inflight, key)
+		f.mu.Unlock()
+	}()
+
+	f.served.Add(1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				b.log.Error("tool call panicked", "tool", req.Params.Name, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				fc.result <- refusal(ReasonInternal, "")
+			}
+		}()
+		res, err := handler(context.WithValue(cctx, fastKey{}, fc), req)
+		if err != nil {
+			res = mcp.NewToolResultError(err.Error())
+		}
+		fc.result <- res
+	}()
+
+	select {
+	case res := <-fc.result:
+		writeFastResult(w, env.ID, res, b)
+	case <-fc.need:
+		// Hand over to mcp-go: its tool handler adopts fc (adoptKey) and
+		// returns the pipeline's result; relays continue on its session.
+		f.touched(sid)
+		f.handedOver.Add(1)
+		r2 := r.WithContext(context.WithValue(ctx, adoptKey{}, fc))
+		r2.Body = io.NopCloser(bytes.NewReader(body))
+		next.ServeHTTP(w, r2)
+		fc.markAdopted(nil) // mcp-go never reached the handler: relays fail
+	}
+	return true
+}
+
+func writeFastResult(w http.ResponseWriter, id json.RawMessage, res *mcp.CallToolResult, b *Broker) {
+	out, err := json.Marshal(res)
+	if err != nil {
+		b.log.Error("tool result not encodable", "err", err)
+		out, _ = json.Marshal(refusal(ReasonInternal, ""))
+	}
+	buf := make([]byte, 0, len(out)+len(id)+40)
+	buf = append(buf, `{"jsonrpc":"2.0","id":`...)
+	buf = append(buf, id...)
+	buf = append(buf, `,"result":`...)
+	buf = append(buf, out...)
+	buf = append(buf, "}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(buf)
+}

@@ -1,0 +1,201 @@
+package broker
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/mcpbroker/mcpbroker/broker/audit"
+)
+
+// TestFastLane drives the fast lane from a real 2025-11-25 client over
+// HTTP: a plain call is served by the lane, a call whose downstream asks
+// the agent a question is handed to mcp-go mid-call and still relayed, a
+// cancelled call is cancelled downstream, a call with a progress token
+// goes through mcp-go, and every call has both its records.
+func TestFastLane(t *testing.T) {
+	dir := t.TempDir()
+	pol := `@id("u") permit (principal is Broker::User, action, resource);
+@id("a") permit (principal is Broker::Agent, action, resource);`
+	if err := os.WriteFile(filepath.Join(dir, "p.cedar"), []byte(pol), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ds := askServer()
+	ds.AddTool(mcp.NewTool("echo", mcp.WithString("text")), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return mcp.NewToolResultText(req.GetString("text", "")), nil
+	})
+	hung := make(chan error, 1)
+	ds.AddTool(mcp.NewTool("hang"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		<-ctx.Done()
+		hung <- ctx.Err()
+		return nil, ctx.Err()
+	})
+	cfg := Defaults()
+	cfg.Policies = dir
+	cfg.Identity = IdentityConfig{Mode: "dev", DefaultAgent: "spiffe://t.local/agent/a", DefaultInitiator: "alice"}
+	cfg.Servers = []ServerConfig{{Name: "asker", Transport: "in-process", inProcess: "asker"}}
+	cfg.inProcess = map[string]*server.MCPServer{"asker": ds}
+	b, url := runBroker(t, cfg)
+
+	a := &answerer{}
+	tr, _ := transport.NewStreamableHTTP(url)
+	c := client.NewClient(tr, client.WithElicitationHandler(a), client.WithProtocolVersion(mcp.ProtocolVersion20251125))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Initialize(ctx, mcp.InitializeRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	call := func(ctx context.Context, name string, args map[string]any, meta *mcp.Meta) (*mcp.CallToolResult, error) {
+		req := mcp.CallToolRequest{}
+		req.Params.Name, req.Params.Arguments, req.Params.Meta = name, args, meta
+		return c.CallTool(ctx, req)
+	}
+
+	res, err := call(ctx, "asker__echo", map[string]any{"text": "fast"}, nil)
+	if err != nil || res.IsError || text(res) != "fast" {
+		t.Fatalf("echo: %v %q", err, text(res))
+	}
+	if b.fast.served.Load() != 1 || b.fast.handedOver.Load() != 0 {
+		t.Fatalf("served %d handed over %d, want 1 0", b.fast.served.Load(), b.fast.handedOver.Load())
+	}
+
+	res, err = call(ctx, "asker__ask", map[string]any{"q": "what is the answer?"}, nil)
+	if err != nil || res.IsError || !strings.Contains(text(res), "42") || a.asked.Load() != 1 {
+		t.Fatalf("ask: %v %q asked %d", err, text(res), a.asked.Load())
+	}
+	if b.fast.served.Load() != 2 || b.fast.handedOver.Load() != 1 {
+		t.Fatalf("served %d handed over %d, want 2 1", b.fast.served.Load(), b.fast.handedOver.Load())
+	}
+
+	hctx, hcancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { _, err := call(hctx, "asker__hang", nil, nil); done <- err }()
+	time.Sleep(300 * time.Millisecond)
+	hcancel()
+	select {
+	case err := <-hung:
+		if err == nil {
+			t.Fatal("downstream context not cancelled")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("cancellation did not reach the downstream")
+	}
+	<-done
+
+	// notifications/cancelled with the session cancels a lane call whose
+	// HTTP request is still open.
+	post := func(ctx context.Context, body string) (*http.Response, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set(server.HeaderKeySessionID, tr.GetSessionId())
+		req.Header.Set(mcp.HeaderProtocolVersion, mcp.ProtocolVersion20251125)
+		return http.DefaultClient.Do(req)
+	}
+	raw := make(chan string, 1)
+	go func() {
+		resp, err := post(ctx, `{"jsonrpc":"2.0","id":"h-1","method":"tools/call","params":{"name":"asker__hang"}}`)
+		if err != nil {
+			raw <- err.Error()
+			return
+		}
+		out, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		raw <- string(out)
+	}()
+	time.Sleep(300 * time.Millisecond)
+	resp, err := post(ctx, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"h-1","reason":"test"}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	select {
+	case <-hung:
+	case <-time.After(5 * time.Second):
+		t.Fatal("notifications/cancelled did not reach the lane's call")
+	}
+	if out := <-raw; !strings.Contains(out, string(ReasonCancelled)) || !strings.Contains(out, `"id":"h-1"`) {
+		t.Fatalf("cancelled call answered %s", out)
+	}
+
+	served := b.fast.served.Load()
+	res, err = call(ctx, "asker__echo", map[string]any{"text": "slow"}, &mcp.Meta{ProgressToken: "p1"})
+	if err != nil || res.IsError || text(res) != "slow" {
+		t.Fatalf("echo with progress token: %v %q", err, text(res))
+	}
+	if b.fast.served.Load() != served {
+		t.Fatal("a call with a progress token was taken by the lane")
+	}
+
+	entries, err := b.ledger.List(context.Background(), audit.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	decided, completed := map[string]int{}, map[string]string{}
+	for _, e := range entries {
+		ev := e.Event
+		if ev.Method != "tools/call" || ev.Target == "" {
+			continue
+		}
+		if ev.Session == "" {
+			t.Errorf("%s record of %s without session", ev.Type, ev.Target)
+		}
+		switch ev.Type {
+		case audit.CallDecided:
+			decided[ev.Target]++
+		case audit.CallCompleted:
+			completed[ev.Target] += ev.Status + " "
+		}
+	}
+	if decided["asker__echo"] != 2 || decided["asker__ask"] < 1 || decided["asker__hang"] != 2 {
+		t.Errorf("decided records %v", decided)
+	}
+	if completed["asker__echo"] != "ok ok " || completed["asker__ask"] != "ok " || completed["asker__hang"] != "cancelled cancelled " {
+		t.Errorf("completed records %v", completed)
+	}
+}
+
+func TestFastLaneKeepsSessionsFresh(t *testing.T) {
+	f := newFastLane(4 * time.Second)
+	if f.fresh("s") {
+		t.Fatal("unknown session fresh")
+	}
+	f.touched("s")
+	if !f.fresh("s") {
+		t.Fatal("touched session not fresh")
+	}
+	f.lastSlow.Load("s")
+	v, _ := f.lastSlow.Load("s")
+	v.(interface{ Store(int64) }).Store(time.Now().Add(-2 * time.Second).UnixNano())
+	if f.fresh("s") {
+		t.Fatal("session last seen by mcp-go half a TTL ago still fresh")
+	}
+	f.forget("s")
+	if _, ok := f.lastSlow.Load("s"); ok {
+		t.Fatal("forgotten")
+	}
+	for id, want := range map[string]string{`1`: "s\x00n1", `"1"`: "s\x00s1", ` 7 `: "s\x00n7"} {
+		if got, ok := inflightKey("s", []byte(id)); !ok || got != want {
+			t.Errorf("inflightKey(%s) = %q %v", id, got, ok)
+		}
+	}
+	for _, id := range []string{``, `null`, `{}`, `[1]`} {
+		if _, ok := inflightKey("s", []byte(id)); ok {
+			t.Errorf("inflightKey(%s) accepted", id)
+		}
+	}
+}
