@@ -37,7 +37,17 @@ const RoleFlag = "-serve-role"
 type ProcStats struct {
 	Mallocs uint64 `json:"mallocs"`
 	Bytes   uint64 `json:"bytes"`
-	RSS     uint64 `json:"rss"`
+	RSS     uint64        `json:"rss"`
+	CPU     time.Duration `json:"cpu"` // user + system time of the process
+}
+
+// cpuTime is this process's user plus system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // ServeRole runs one target in this process until ctx ends. It prints
@@ -97,7 +107,7 @@ func ServeRole(ctx context.Context, role string, args []string, out io.Writer) e
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(ProcStats{Mallocs: m.Mallocs, Bytes: m.TotalAlloc, RSS: RSS()})
+		_ = json.NewEncoder(w).Encode(ProcStats{Mallocs: m.Mallocs, Bytes: m.TotalAlloc, RSS: RSS(), CPU: cpuTime()})
 	})}
 	go func() { _ = hs.Serve(ln) }()
 	defer hs.Close()

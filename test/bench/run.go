@@ -34,7 +34,7 @@ func (t Target) counters() (ProcStats, error) {
 	}
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return ProcStats{Mallocs: m.Mallocs, Bytes: m.TotalAlloc, RSS: RSS()}, nil
+	return ProcStats{Mallocs: m.Mallocs, Bytes: m.TotalAlloc, RSS: RSS(), CPU: cpuTime()}, nil
 }
 
 // Workload is what each client does in a loop.
@@ -69,7 +69,8 @@ type Stats struct {
 	Lat      []time.Duration // sorted after Finish
 	Mallocs  uint64          // whole process, during this target's rounds
 	Bytes    uint64
-	RSS      uint64 // process VmRSS at the end of this target's last round
+	RSS      uint64        // process VmRSS at the end of this target's last round
+	CPU      time.Duration // process CPU time during this target's rounds
 	FirstErr error
 }
 
@@ -89,6 +90,10 @@ func (s *Stats) Pct(q float64) time.Duration {
 // in the target's own process if it has one (the downstream's for direct),
 // else process-wide (client, target and downstream together).
 func (s *Stats) AllocsPerCall() float64 { return float64(s.Mallocs) / float64(max(s.Calls, 1)) }
+
+// CPUPerCall is the process CPU time per call (the target's own process
+// if it has one).
+func (s *Stats) CPUPerCall() time.Duration { return s.CPU / time.Duration(max(s.Calls, 1)) }
 
 // BytesPerCall is the process-wide allocated bytes per call.
 func (s *Stats) BytesPerCall() float64 { return float64(s.Bytes) / float64(max(s.Calls, 1)) }
@@ -142,6 +147,7 @@ func Run(ctx context.Context, targets []Target, era string, clients int, w Workl
 			stats[i].Mallocs += c1.Mallocs - c0.Mallocs
 			stats[i].Bytes += c1.Bytes - c0.Bytes
 			stats[i].RSS = c1.RSS
+			stats[i].CPU += c1.CPU - c0.CPU
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
@@ -258,8 +264,8 @@ func HeapInUse() uint64 {
 // against the targets named direct and proxy (if present).
 func WriteTable(out io.Writer, title string, stats []*Stats) {
 	fmt.Fprintf(out, "\n%s\n\n", title)
-	fmt.Fprintln(out, "| target | calls | calls/s | p50 | p90 | p99 | allocs/call | KB/call | RSS MiB | errors | calls/s ÷ direct | ÷ proxy | p50 − direct |")
-	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(out, "| target | calls | calls/s | p50 | p90 | p99 | CPU µs/call | allocs/call | KB/call | RSS MiB | errors | calls/s ÷ direct | ÷ proxy | p50 − direct |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	by := map[string]*Stats{}
 	for _, s := range stats {
 		by[s.Target] = s
@@ -274,11 +280,11 @@ func WriteTable(out io.Writer, title string, stats []*Stats) {
 		if proxy != nil && s != proxy && s != direct && proxy.Calls > 0 {
 			rp = fmt.Sprintf("%.2f", s.CallsPerSec()/proxy.CallsPerSec())
 		}
-		fmt.Fprintf(out, "| %s | %d | %.0f | %s | %s | %s | %.0f | %.1f | %.0f | %d | %s | %s | %s |\n",
-			s.Target, s.Calls, s.CallsPerSec(), us(s.Pct(.5)), us(s.Pct(.9)), us(s.Pct(.99)),
+		fmt.Fprintf(out, "| %s | %d | %.0f | %s | %s | %s | %d | %.0f | %.1f | %.0f | %d | %s | %s | %s |\n",
+			s.Target, s.Calls, s.CallsPerSec(), us(s.Pct(.5)), us(s.Pct(.9)), us(s.Pct(.99)), s.CPUPerCall().Microseconds(),
 			s.AllocsPerCall(), s.BytesPerCall()/1024, float64(s.RSS)/(1<<20), s.Errors, rd, rp, add)
 		if s.FirstErr != nil {
-			fmt.Fprintf(out, "|  | first error: %s |||||||||||| \n", strings.ReplaceAll(truncate(s.FirstErr.Error(), 160), "|", "/"))
+			fmt.Fprintf(out, "|  | first error: %s ||||||||||||| \n", strings.ReplaceAll(truncate(s.FirstErr.Error(), 160), "|", "/"))
 		}
 	}
 }
