@@ -35,8 +35,8 @@ const RoleFlag = "-serve-role"
 
 // ProcStats is what a target process reports about itself.
 type ProcStats struct {
-	Mallocs uint64 `json:"mallocs"`
-	Bytes   uint64 `json:"bytes"`
+	Mallocs uint64        `json:"mallocs"`
+	Bytes   uint64        `json:"bytes"`
 	RSS     uint64        `json:"rss"`
 	CPU     time.Duration `json:"cpu"` // user + system time of the process
 }
