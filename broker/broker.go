@@ -185,6 +185,7 @@ func New(cfg Config, opts Options) (b *Broker, err error) {
 		audit.WithAnchorFile(filepath.Join(cfg.DataDir, audit.AnchorFile)),
 		audit.WithCommitObserver(b.metrics.StoreCommit))
 	b.metrics.LedgerSize(b.store.Size)
+	b.metrics.StoreCommits(b.store.CommitStats)
 	b.ready.Add("policy", func(context.Context) error {
 		if b.engine.Set() == nil {
 			return errors.New("no policy set")
@@ -589,3 +590,7 @@ func (b *Broker) ReloadPolicies() (string, error) {
 	}
 	return b.reloader.Reload()
 }
+
+// CommitStats reports the store's committed transactions and the writes
+// they carried (see store.CommitStats).
+func (b *Broker) CommitStats() (txs, writes uint64) { return b.store.CommitStats() }

@@ -172,6 +172,23 @@ func (m *Metrics) LedgerSize(size func() (int64, error)) {
 	}))
 }
 
+// StoreCommits registers counters of the store's committed transactions
+// and the writes they carried, read at scrape time from stats (for example
+// (*store.Store).CommitStats): their ratio is the group commit's batch size.
+func (m *Metrics) StoreCommits(stats func() (txs, writes uint64)) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: namespace, Name: "store_transactions_total",
+		Help: "Write transactions committed (each one fsync'd group commit).",
+	}, func() float64 { t, _ := stats(); return float64(t) }))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: namespace, Name: "store_writes_total",
+		Help: "Writes (audit records and other updates) carried by committed transactions.",
+	}, func() float64 { _, w := stats(); return float64(w) }))
+}
+
 // DownstreamHealth sets whether a downstream server is up.
 func (m *Metrics) DownstreamHealth(server string, up bool) {
 	if m == nil {

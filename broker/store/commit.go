@@ -2,8 +2,10 @@ package store
 
 import (
 	"errors"
+	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -18,6 +20,14 @@ type groupCommit struct {
 	mu      sync.Mutex
 	queue   []*pendingWrite
 	running bool
+
+	txs, writes atomic.Uint64 // committed transactions; writes they carried
+}
+
+// CommitStats reports how many write transactions the store has committed
+// and how many writes they carried (writes/txs is the mean batch size).
+func (s *Store) CommitStats() (txs, writes uint64) {
+	return s.commits.txs.Load(), s.commits.writes.Load()
 }
 
 type pendingWrite struct {
@@ -49,6 +59,10 @@ func (s *Store) write(fn func(*bolt.Tx) error) error {
 // first leader returns as soon as its own commit is done.
 func (s *Store) lead() {
 	g := &s.commits
+	// Let the goroutines that are ready to run go first: under load some
+	// of them are about to write and join this batch (one commit and two
+	// fsyncs fewer each); on an idle machine this returns at once.
+	runtime.Gosched()
 	g.mu.Lock()
 	batch := g.queue
 	g.queue = nil
@@ -80,6 +94,10 @@ func (s *Store) commitBatch(batch []*pendingWrite) {
 			batch[failed].done <- failErr
 			batch = slices.Delete(batch, failed, failed+1)
 			continue
+		}
+		if err == nil {
+			s.commits.txs.Add(1)
+			s.commits.writes.Add(uint64(len(batch)))
 		}
 		for _, p := range batch {
 			p.done <- err

@@ -47,6 +47,7 @@ type BrokerTarget struct {
 	URL    string
 	Handle string
 	dir    string
+	b      *broker.Broker
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -101,6 +102,7 @@ func StartBroker(ctx context.Context, downstreamURL string, o BrokerOptions) (*B
 	if err != nil {
 		return nil, err
 	}
+	bt.b = b
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	bt.cancel, bt.done = cancel, make(chan error, 1)
 	go func() { bt.done <- b.Run(rctx) }()
@@ -160,6 +162,9 @@ func StartBroker(ctx context.Context, downstreamURL string, o BrokerOptions) (*B
 	ok = true
 	return bt, nil
 }
+
+// CommitStats is the broker store's committed transactions and writes.
+func (bt *BrokerTarget) CommitStats() (txs, writes uint64) { return bt.b.CommitStats() }
 
 // Close stops the broker and removes its directory.
 func (bt *BrokerTarget) Close() error {

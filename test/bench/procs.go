@@ -39,6 +39,10 @@ type ProcStats struct {
 	Bytes   uint64        `json:"bytes"`
 	RSS     uint64        `json:"rss"`
 	CPU     time.Duration `json:"cpu"` // user + system time of the process
+	// Txs and Writes are a broker's store commits and the writes they
+	// carried (group commit batch size = Writes/Txs).
+	Txs    uint64 `json:"txs,omitempty"`
+	Writes uint64 `json:"writes,omitempty"`
 }
 
 // cpuTime is this process's user plus system CPU time.
@@ -76,6 +80,7 @@ func ServeRole(ctx context.Context, role string, args []string, out io.Writer) e
 	}
 	var url, handle string
 	var closer func() error
+	var commits func() (uint64, uint64)
 	switch role {
 	case "downstream":
 		d, err := StartDownstream(*tools)
@@ -94,7 +99,7 @@ func ServeRole(ctx context.Context, role string, args []string, out io.Writer) e
 		if err != nil {
 			return err
 		}
-		url, handle, closer = b.URL, b.Handle, b.Close
+		url, handle, closer, commits = b.URL, b.Handle, b.Close, b.CommitStats
 	default:
 		return fmt.Errorf("unknown role %q", role)
 	}
@@ -107,7 +112,11 @@ func ServeRole(ctx context.Context, role string, args []string, out io.Writer) e
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(ProcStats{Mallocs: m.Mallocs, Bytes: m.TotalAlloc, RSS: RSS(), CPU: cpuTime()})
+		st := ProcStats{Mallocs: m.Mallocs, Bytes: m.TotalAlloc, RSS: RSS(), CPU: cpuTime()}
+		if commits != nil {
+			st.Txs, st.Writes = commits()
+		}
+		_ = json.NewEncoder(w).Encode(st)
 	})}
 	go func() { _ = hs.Serve(ln) }()
 	defer hs.Close()
