@@ -144,8 +144,7 @@ func canonicalEvent(ev *Event) ([]byte, error) {
 // through encoding/json itself.
 func appendJSONString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+		if s[i] >= 0x7f {
 			// The reference encodes, decodes and encodes again: invalid
 			// UTF-8 becomes U+FFFD on the way in and is then written raw.
 			enc, _ := json.Marshal(s)
@@ -156,10 +155,38 @@ func appendJSONString(b []byte, s string) []byte {
 			return append(b, enc...)
 		}
 	}
+	// ASCII: escaped exactly as encoding/json does (HTML-safe).
 	b = append(b, '"')
-	b = append(b, s...)
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case '\t':
+			b = append(b, '\\', 't')
+		case '\b':
+			b = append(b, '\\', 'b')
+		case '\f':
+			b = append(b, '\\', 'f')
+		default: // other control characters, <, > and &
+			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		}
+		start = i + 1
+	}
+	b = append(b, s[start:]...)
 	return append(b, '"')
 }
+
+const hexDigits = "0123456789abcdef"
 
 func appendJSONStrings(b []byte, ss []string) []byte {
 	b = append(b, '[')
