@@ -64,6 +64,7 @@ func ServeRole(ctx context.Context, role string, args []string, out io.Writer) e
 	pols := fs.Int("policies", 50, "broker policy-set size")
 	nosync := fs.Bool("nosync", false, "broker records without fsync")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of this process")
+	memprofile := fs.String("memprofile", "", "write a heap profile (allocations included) of this process when it stops")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -77,6 +78,15 @@ func ServeRole(ctx context.Context, role string, args []string, out io.Writer) e
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *memprofile != "" {
+		defer func() {
+			runtime.GC()
+			if f, err := os.Create(*memprofile); err == nil {
+				_ = pprof.WriteHeapProfile(f)
+				_ = f.Close()
+			}
+		}()
 	}
 	var url, handle string
 	var closer func() error

@@ -29,6 +29,9 @@ type RigOptions struct {
 	// CPUProfile, with Exe, profiles each broker process into
 	// CPUProfile.<target name>.
 	CPUProfile string
+	// MemProfile, with Exe, writes each broker's heap profile to
+	// MemProfile.<target name> when it stops.
+	MemProfile string
 }
 
 // Rig is a downstream and the targets in front of it.
@@ -118,6 +121,9 @@ func (r *Rig) startProcs(ctx context.Context, o RigOptions) error {
 		args := []string{"-downstream", ds.URL, "-era", o.Era, "-policies", fmt.Sprint(n), fmt.Sprintf("-nosync=%t", nosync)}
 		if o.CPUProfile != "" {
 			args = append(args, "-cpuprofile", o.CPUProfile+"."+name)
+		}
+		if o.MemProfile != "" {
+			args = append(args, "-memprofile", o.MemProfile+"."+name)
 		}
 		b, err := startProc(ctx, o.Exe, "broker", args...)
 		if err != nil {

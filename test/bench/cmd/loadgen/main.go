@@ -60,7 +60,7 @@ func main() {
 	idle := flag.Int("idle", 0, "open this many idle sessions per target and report memory per session")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (with -procs: of each broker process, to FILE.<target>)")
 	only := flag.Bool("broker-only", false, "drive the broker alone (for profiles: no direct or proxy target)")
-	memprofile := flag.String("memprofile", "", "write a heap profile (after a GC) at the end")
+	memprofile := flag.String("memprofile", "", "write a heap profile (after a GC) at the end (with -procs: of each broker process, to FILE.<target>)")
 	soak := flag.Duration("soak", 0, "drive the broker alone for this long at the first -clients count and report heap, goroutines and RSS every -round")
 	procs := flag.Bool("procs", true, "run the downstream, the proxy and each broker in its own process (as deployed); false runs them in this process")
 	flag.Parse()
@@ -89,7 +89,7 @@ func main() {
 		return
 	}
 	w := bench.Workload{Kind: *workload, SleepMS: *sleepMS, Payload: *payload}
-	if *memprofile != "" {
+	if *memprofile != "" && !*procs {
 		defer func() {
 			runtime.GC()
 			f, err := os.Create(*memprofile)
@@ -110,7 +110,7 @@ func main() {
 	}
 	for _, era := range strings.Split(*eras, ",") {
 		rig, err := bench.NewRig(ctx, bench.RigOptions{Era: era, Tools: *tools, Policies: ints(*pols), NoSync: *nosync && !*only,
-			NoDirect: *only, NoProxy: *only, Exe: exe(*procs), CPUProfile: *cpuprofile})
+			NoDirect: *only, NoProxy: *only, Exe: exe(*procs), CPUProfile: *cpuprofile, MemProfile: *memprofile})
 		if err != nil {
 			log.Fatal(err)
 		}
