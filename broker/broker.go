@@ -185,7 +185,10 @@ func New(cfg Config, opts Options) (b *Broker, err error) {
 		audit.WithAnchorFile(filepath.Join(cfg.DataDir, audit.AnchorFile)),
 		audit.WithCommitObserver(b.metrics.StoreCommit))
 	b.metrics.LedgerSize(b.store.Size)
-	b.metrics.StoreCommits(b.store.CommitStats)
+	b.metrics.StoreCommits(func() (uint64, uint64, time.Duration) {
+		st := b.store.CommitStats()
+		return st.Txs, st.Writes, st.Busy
+	})
 	b.ready.Add("policy", func(context.Context) error {
 		if b.engine.Set() == nil {
 			return errors.New("no policy set")
@@ -591,6 +594,5 @@ func (b *Broker) ReloadPolicies() (string, error) {
 	return b.reloader.Reload()
 }
 
-// CommitStats reports the store's committed transactions and the writes
-// they carried (see store.CommitStats).
-func (b *Broker) CommitStats() (txs, writes uint64) { return b.store.CommitStats() }
+// CommitStats reports the store's group-commit counters.
+func (b *Broker) CommitStats() store.CommitStats { return b.store.CommitStats() }

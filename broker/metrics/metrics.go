@@ -175,18 +175,22 @@ func (m *Metrics) LedgerSize(size func() (int64, error)) {
 // StoreCommits registers counters of the store's committed transactions
 // and the writes they carried, read at scrape time from stats (for example
 // (*store.Store).CommitStats): their ratio is the group commit's batch size.
-func (m *Metrics) StoreCommits(stats func() (txs, writes uint64)) {
+func (m *Metrics) StoreCommits(stats func() (txs, writes uint64, busy time.Duration)) {
 	if m == nil {
 		return
 	}
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: namespace, Name: "store_transactions_total",
 		Help: "Write transactions committed (each one fsync'd group commit).",
-	}, func() float64 { t, _ := stats(); return float64(t) }))
+	}, func() float64 { t, _, _ := stats(); return float64(t) }))
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: namespace, Name: "store_writes_total",
 		Help: "Writes (audit records and other updates) carried by committed transactions.",
-	}, func() float64 { _, w := stats(); return float64(w) }))
+	}, func() float64 { _, w, _ := stats(); return float64(w) }))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: namespace, Name: "store_commit_busy_seconds_total",
+		Help: "Time the store spent committing (fsync included); its rate near 1 means the ledger's single writer is saturated.",
+	}, func() float64 { _, _, b := stats(); return b.Seconds() }))
 }
 
 // DownstreamHealth sets whether a downstream server is up.

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -22,12 +23,19 @@ type groupCommit struct {
 	running bool
 
 	txs, writes atomic.Uint64 // committed transactions; writes they carried
+	busy        atomic.Int64  // nanoseconds spent committing
 }
 
-// CommitStats reports how many write transactions the store has committed
-// and how many writes they carried (writes/txs is the mean batch size).
-func (s *Store) CommitStats() (txs, writes uint64) {
-	return s.commits.txs.Load(), s.commits.writes.Load()
+// CommitStats are the store's group-commit counters.
+type CommitStats struct {
+	Txs    uint64        // write transactions committed (one fsync'd commit each)
+	Writes uint64        // writes they carried (Writes/Txs is the mean batch)
+	Busy   time.Duration // time spent in commits, fsync included
+}
+
+// CommitStats reports the store's group-commit counters.
+func (s *Store) CommitStats() CommitStats {
+	return CommitStats{Txs: s.commits.txs.Load(), Writes: s.commits.writes.Load(), Busy: time.Duration(s.commits.busy.Load())}
 }
 
 type pendingWrite struct {
@@ -79,6 +87,8 @@ func (s *Store) lead() {
 }
 
 func (s *Store) commitBatch(batch []*pendingWrite) {
+	start := time.Now()
+	defer func() { s.commits.busy.Add(int64(time.Since(start))) }()
 	for len(batch) > 0 {
 		failed, failErr := -1, error(nil)
 		err := s.db.Update(func(tx *bolt.Tx) error {

@@ -15,6 +15,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpbroker/mcpbroker/broker"
+	"github.com/mcpbroker/mcpbroker/broker/store"
 )
 
 // Agents and tokens of the broker target. The planner works for alice
@@ -163,8 +164,8 @@ func StartBroker(ctx context.Context, downstreamURL string, o BrokerOptions) (*B
 	return bt, nil
 }
 
-// CommitStats is the broker store's committed transactions and writes.
-func (bt *BrokerTarget) CommitStats() (txs, writes uint64) { return bt.b.CommitStats() }
+// CommitStats is the broker store's group-commit counters.
+func (bt *BrokerTarget) CommitStats() store.CommitStats { return bt.b.CommitStats() }
 
 // Close stops the broker and removes its directory.
 func (bt *BrokerTarget) Close() error {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/mcpbroker/mcpbroker/broker/store"
 	"io"
 	"net"
 	"net/http"
@@ -41,8 +42,9 @@ type ProcStats struct {
 	CPU     time.Duration `json:"cpu"` // user + system time of the process
 	// Txs and Writes are a broker's store commits and the writes they
 	// carried (group commit batch size = Writes/Txs).
-	Txs    uint64 `json:"txs,omitempty"`
-	Writes uint64 `json:"writes,omitempty"`
+	Txs    uint64        `json:"txs,omitempty"`
+	Writes uint64        `json:"writes,omitempty"`
+	Busy   time.Duration `json:"busy,omitempty"` // time the store spent committing
 }
 
 // cpuTime is this process's user plus system CPU time.
@@ -90,7 +92,7 @@ func ServeRole(ctx context.Context, role string, args []string, out io.Writer) e
 	}
 	var url, handle string
 	var closer func() error
-	var commits func() (uint64, uint64)
+	var commits func() store.CommitStats
 	switch role {
 	case "downstream":
 		d, err := StartDownstream(*tools)
@@ -124,7 +126,8 @@ func ServeRole(ctx context.Context, role string, args []string, out io.Writer) e
 		w.Header().Set("Content-Type", "application/json")
 		st := ProcStats{Mallocs: m.Mallocs, Bytes: m.TotalAlloc, RSS: RSS(), CPU: cpuTime()}
 		if commits != nil {
-			st.Txs, st.Writes = commits()
+			cs := commits()
+			st.Txs, st.Writes, st.Busy = cs.Txs, cs.Writes, cs.Busy
 		}
 		_ = json.NewEncoder(w).Encode(st)
 	})}

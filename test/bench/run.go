@@ -73,6 +73,7 @@ type Stats struct {
 	CPU      time.Duration // process CPU time during this target's rounds
 	Txs      uint64        // broker store commits during this target's rounds
 	Writes   uint64        // writes those commits carried
+	Busy     time.Duration // time the broker's store spent committing
 	FirstErr error
 }
 
@@ -152,6 +153,7 @@ func Run(ctx context.Context, targets []Target, era string, clients int, w Workl
 			stats[i].CPU += c1.CPU - c0.CPU
 			stats[i].Txs += c1.Txs - c0.Txs
 			stats[i].Writes += c1.Writes - c0.Writes
+			stats[i].Busy += c1.Busy - c0.Busy
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
@@ -268,8 +270,8 @@ func HeapInUse() uint64 {
 // against the targets named direct and proxy (if present).
 func WriteTable(out io.Writer, title string, stats []*Stats) {
 	fmt.Fprintf(out, "\n%s\n\n", title)
-	fmt.Fprintln(out, "| target | calls | calls/s | p50 | p90 | p99 | CPU µs/call | allocs/call | KB/call | RSS MiB | records/commit | errors | calls/s ÷ direct | ÷ proxy | p50 − direct |")
-	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(out, "| target | calls | calls/s | p50 | p90 | p99 | CPU µs/call | allocs/call | KB/call | RSS MiB | records/commit | store busy | errors | calls/s ÷ direct | ÷ proxy | p50 − direct |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	by := map[string]*Stats{}
 	for _, s := range stats {
 		by[s.Target] = s
@@ -284,15 +286,16 @@ func WriteTable(out io.Writer, title string, stats []*Stats) {
 		if proxy != nil && s != proxy && s != direct && proxy.Calls > 0 {
 			rp = fmt.Sprintf("%.2f", s.CallsPerSec()/proxy.CallsPerSec())
 		}
-		batch := ""
+		batch, busy := "", ""
 		if s.Txs > 0 {
 			batch = fmt.Sprintf("%.1f", float64(s.Writes)/float64(s.Txs))
+			busy = fmt.Sprintf("%.0f%%", 100*s.Busy.Seconds()/s.Elapsed.Seconds())
 		}
-		fmt.Fprintf(out, "| %s | %d | %.0f | %s | %s | %s | %d | %.0f | %.1f | %.0f | %s | %d | %s | %s | %s |\n",
+		fmt.Fprintf(out, "| %s | %d | %.0f | %s | %s | %s | %d | %.0f | %.1f | %.0f | %s | %s | %d | %s | %s | %s |\n",
 			s.Target, s.Calls, s.CallsPerSec(), us(s.Pct(.5)), us(s.Pct(.9)), us(s.Pct(.99)), s.CPUPerCall().Microseconds(),
-			s.AllocsPerCall(), s.BytesPerCall()/1024, float64(s.RSS)/(1<<20), batch, s.Errors, rd, rp, add)
+			s.AllocsPerCall(), s.BytesPerCall()/1024, float64(s.RSS)/(1<<20), batch, busy, s.Errors, rd, rp, add)
 		if s.FirstErr != nil {
-			fmt.Fprintf(out, "|  | first error: %s |||||||||||||| \n", strings.ReplaceAll(truncate(s.FirstErr.Error(), 160), "|", "/"))
+			fmt.Fprintf(out, "|  | first error: %s ||||||||||||||| \n", strings.ReplaceAll(truncate(s.FirstErr.Error(), 160), "|", "/"))
 		}
 	}
 }
