@@ -41,6 +41,7 @@ type Set struct {
 	model    *model
 	index    *scopeIndex // over enforced
 	shadow   *scopeIndex // over logOnly; nil when there are none
+	cache    *reqCache   // what repeated requests share; nil = build every request afresh
 }
 
 // PolicyInfo describes one compiled policy for explanations and tooling.
@@ -200,6 +201,7 @@ func Compile(srcs []Source) (*Set, error) {
 	if len(s.logOnly) > 0 {
 		s.shadow = newScopeIndex(s.logOnly)
 	}
+	s.cache = newReqCache(maxCachedStatics, maxCachedTasks)
 	return s, nil
 }
 

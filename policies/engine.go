@@ -72,14 +72,15 @@ func (r passResult) errorIDs() []cedar.PolicyID {
 type evalFunc func(i int, principal types.EntityUID, ctx types.Value) (types.Decision, types.Diagnostic)
 
 // runPasses evaluates every principal in order (all of them: the audit record
-// wants each hop) and reports whether all allowed.
-func runPasses(principals []types.EntityUID, ctx types.Value, eval evalFunc) ([]Pass, []passResult, bool) {
+// wants each hop) and reports whether all allowed. names[i] is
+// principals[i].String().
+func runPasses(principals []types.EntityUID, names []string, ctx types.Value, eval evalFunc) ([]Pass, []passResult, bool) {
 	passes := make([]Pass, len(principals))
 	results := make([]passResult, len(principals))
 	all := true
 	for i, p := range principals {
 		dec, diag := eval(i, p, ctx)
-		pass := Pass{Principal: p.String(), Allowed: dec == cedar.Allow && len(diag.Errors) == 0}
+		pass := Pass{Principal: names[i], Allowed: dec == cedar.Allow && len(diag.Errors) == 0}
 		res := passResult{cedarAllow: dec == cedar.Allow}
 		for _, r := range diag.Reasons {
 			pass.Reasons = append(pass.Reasons, string(r.PolicyID))
@@ -154,36 +155,28 @@ func (e *Engine) Decide(req Request) Decision {
 }
 
 // prepared is a request turned into Cedar inputs, shared by every evaluation
-// of it (live, shadow, hypothetical approval, explanation).
+// of it (live, shadow, hypothetical approval, explanation). st is shared with
+// other requests (the Set's cache) and never written.
 type prepared struct {
-	req      Request
-	b        built
-	parts    contextParts
-	action   types.EntityUID
-	resKeys  []types.EntityUID
-	prinKeys [][]types.EntityUID // scope keys per principal, filled lazily
+	callID string
+	st     *reqStatic
+	b      built
+	parts  contextParts
+	action types.EntityUID
 }
 
 func (s *Set) prepare(req Request) (*prepared, error) {
 	if err := validateRequest(&req, req.Action); err != nil {
 		return nil, err
 	}
-	b := buildEntities(&req, s.model.actions)
+	st := s.static(&req)
 	return &prepared{
-		req:      req,
-		b:        b,
-		parts:    newContextParts(&req, b.principals, argsRecord(req.Args, s.model.args)),
-		action:   actionUID(req.Action),
-		resKeys:  scopeKeys(b.entities, b.resource),
-		prinKeys: make([][]types.EntityUID, len(b.principals)),
+		callID: req.CallID,
+		st:     st,
+		b:      built{principals: st.principals, resource: st.resource, entities: overlay{req: st.ents, base: s.model.actions}},
+		parts:  newContextParts(&req, st.chain, s.taskValue(req.Task), argsRecord(req.Args, s.model.args)),
+		action: actionUID(req.Action),
 	}, nil
-}
-
-func (p *prepared) keys(i int) []types.EntityUID {
-	if p.prinKeys[i] == nil {
-		p.prinKeys[i] = scopeKeys(p.b.entities, p.b.principals[i])
-	}
-	return p.prinKeys[i]
 }
 
 // policyView says which policies an evaluation sees.
@@ -200,10 +193,9 @@ func (s *Set) policiesFor(p *prepared, i int, view policyView) cedar.PolicyItera
 	case viewUnindexed:
 		return s.enforced
 	case viewShadow:
-		c := s.index.candidates(p.keys(i), p.resKeys)
-		return append(c, s.shadow.candidates(p.keys(i), p.resKeys)...)
+		return p.st.shadowCands[i]
 	}
-	return s.index.candidates(p.keys(i), p.resKeys)
+	return p.st.cands[i]
 }
 
 // evaluate runs every pass in view and, on a curable deny, the hypothetical
@@ -214,7 +206,7 @@ func (s *Set) evaluate(p *prepared, view policyView) (Decision, []passResult) {
 			Principal: pr, Action: p.action, Resource: p.b.resource, Context: ctx.(types.Record),
 		})
 	}
-	passes, results, allowed := runPasses(p.b.principals, p.parts.record(nil), eval)
+	passes, results, allowed := runPasses(p.b.principals, p.st.names, p.parts.record(nil), eval)
 	d := Decision{Outcome: Deny, Passes: passes, Digest: s.digest}
 	d.PolicyIDs = policyIDs(passes, results, allowed)
 	if allowed {
@@ -223,8 +215,8 @@ func (s *Set) evaluate(p *prepared, view policyView) (Decision, []passResult) {
 	}
 	d.DeniedBy = firstDenied(passes)
 	if s.approvalCurable(passes, results) {
-		hyp := &Approval{Granted: true, Approver: "", CallID: p.req.CallID}
-		if _, _, ok := runPasses(p.b.principals, p.parts.record(hyp), eval); ok {
+		hyp := &Approval{Granted: true, Approver: "", CallID: p.callID}
+		if _, _, ok := runPasses(p.b.principals, p.st.names, p.parts.record(hyp), eval); ok {
 			d.Outcome = NeedsApproval
 		}
 	}
@@ -233,15 +225,7 @@ func (s *Set) evaluate(p *prepared, view policyView) (Decision, []passResult) {
 
 // shadowApplies reports whether any log_only policy could match a pass of p.
 func (s *Set) shadowApplies(p *prepared) bool {
-	if s.shadow == nil {
-		return false
-	}
-	for i := range p.b.principals {
-		if len(s.shadow.candidates(p.keys(i), p.resKeys)) > 0 {
-			return true
-		}
-	}
-	return false
+	return p.st.shadowApplies
 }
 
 // shadowResults lists the log_only policies that determined or errored in the
@@ -307,16 +291,16 @@ func (e *Engine) Visible(req Request) bool {
 	if validateRequest(&req, action) != nil {
 		return false
 	}
-	b := buildEntities(&req, s.model.actions)
-	parts := newContextParts(&req, b.principals, batch.Ignore())
+	st := s.static(&req)
+	ents := overlay{req: st.ents, base: s.model.actions}
+	parts := newContextParts(&req, st.chain, s.taskValue(req.Task), batch.Ignore())
 	actUID := actionUID(action)
-	resKeys := scopeKeys(b.entities, b.resource)
-	eval := func(_ int, p types.EntityUID, ctx types.Value) (types.Decision, types.Diagnostic) {
+	eval := func(i int, p types.EntityUID, ctx types.Value) (types.Decision, types.Diagnostic) {
 		var res types.Decision
 		var diag types.Diagnostic
 		n := 0
-		err := batch.Authorize(context.Background(), s.index.candidates(scopeKeys(b.entities, p), resKeys), b.entities, batch.Request{
-			Principal: p, Action: actUID, Resource: b.resource, Context: ctx,
+		err := batch.Authorize(context.Background(), st.cands[i], ents, batch.Request{
+			Principal: p, Action: actUID, Resource: st.resource, Context: ctx,
 		}, func(r batch.Result) error {
 			n++
 			res, diag = r.Decision, r.Diagnostic
@@ -332,7 +316,7 @@ func (e *Engine) Visible(req Request) bool {
 		}
 		return res, diag
 	}
-	passes, results, allowed := runPasses(b.principals, parts.record(nil), eval)
+	passes, results, allowed := runPasses(st.principals, st.names, parts.record(nil), eval)
 	if allowed {
 		return true
 	}
@@ -340,7 +324,7 @@ func (e *Engine) Visible(req Request) bool {
 		return false
 	}
 	hyp := &Approval{Granted: true, CallID: req.CallID}
-	_, _, ok := runPasses(b.principals, parts.record(hyp), eval)
+	_, _, ok := runPasses(st.principals, st.names, parts.record(hyp), eval)
 	return ok
 }
 

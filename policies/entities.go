@@ -103,7 +103,13 @@ func trustDomain(id string) string {
 	return td
 }
 
+// emptyStringSet is stringSet(nil), built once: Sets are immutable.
+var emptyStringSet = types.NewSet(make([]types.Value, 0)...)
+
 func stringSet(ss []string) types.Set {
+	if len(ss) == 0 {
+		return emptyStringSet
+	}
 	vs := make([]types.Value, len(ss))
 	for i, s := range ss {
 		vs[i] = types.String(s)
@@ -217,22 +223,29 @@ type contextParts struct {
 	approvalValue *Approval
 }
 
-func newContextParts(req *Request, principals []types.EntityUID, args types.Value) contextParts {
+// chainRecord is the context.chain value; principals are buildEntities'.
+func chainRecord(req *Request, principals []types.EntityUID) types.Record {
 	agents := make([]types.Value, 0, len(principals)-1)
 	for _, p := range principals[1:] {
 		agents = append(agents, p)
 	}
+	return types.NewRecord(types.RecordMap{
+		"depth":         types.Long(len(req.Chain)),
+		"agents":        types.NewSet(agents...),
+		"initiatorKind": types.String(req.Initiator.Kind),
+	})
+}
+
+// newContextParts takes the request's chain record (chainRecord) and task value
+// (taskRecord), which the Set caches, and adds what varies per call.
+func newContextParts(req *Request, chain types.Record, task types.Value, args types.Value) contextParts {
 	return contextParts{
-		callID: req.CallID,
-		now:    req.Now,
-		chain: types.NewRecord(types.RecordMap{
-			"depth":         types.Long(len(req.Chain)),
-			"agents":        types.NewSet(agents...),
-			"initiatorKind": types.String(req.Initiator.Kind),
-		}),
+		callID:        req.CallID,
+		now:           req.Now,
+		chain:         chain,
 		args:          args,
 		riskTags:      stringSet(req.RiskTags),
-		task:          taskRecord(req.Task),
+		task:          task,
 		approvalValue: req.Approval,
 	}
 }
