@@ -107,6 +107,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "mcpbroker serve: give exactly one of --demo or --config FILE")
 		return 2
 	}
+	broker.TuneRuntime()
 	var cfg broker.Config
 	if *demo {
 		cfg = broker.DemoConfig()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/mcpbroker/mcpbroker/broker"
 	"github.com/mcpbroker/mcpbroker/broker/store"
 	"io"
 	"net"
@@ -107,6 +108,7 @@ func ServeRole(ctx context.Context, role string, args []string, out io.Writer) e
 		}
 		url, closer = p.URL, p.Close
 	case "broker":
+		broker.TuneRuntime() // as the serve command does
 		b, err := StartBroker(ctx, *ds, BrokerOptions{Era: *era, Policies: *pols, NoSync: *nosync})
 		if err != nil {
 			return err
@@ -152,8 +154,11 @@ type proc struct {
 }
 
 // startProc runs exe RoleFlag role args... and waits for it to be ready.
-func startProc(ctx context.Context, exe, role string, args ...string) (*proc, error) {
+func startProc(ctx context.Context, exe string, env []string, role string, args ...string) (*proc, error) {
 	cmd := exec.Command(exe, append([]string{RoleFlag, role}, args...)...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	stdout, err := cmd.StdoutPipe()

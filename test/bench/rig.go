@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 )
 
 // RigOptions choose the targets of one run.
@@ -32,6 +34,12 @@ type RigOptions struct {
 	// MemProfile, with Exe, writes each broker's heap profile to
 	// MemProfile.<target name> when it stops.
 	MemProfile string
+	// BrokerEnv, with Exe, is added to each broker process's environment
+	// (for example GOMAXPROCS=3 or GOGC=200).
+	BrokerEnv []string
+	// Variants, with Exe, add a broker target (first policy size) per
+	// environment, named "broker+<env>": tuning compared in one run.
+	Variants [][]string
 }
 
 // Rig is a downstream and the targets in front of it.
@@ -100,7 +108,7 @@ func NewRig(ctx context.Context, o RigOptions) (_ *Rig, err error) {
 
 // startProcs is NewRig with every target in its own process.
 func (r *Rig) startProcs(ctx context.Context, o RigOptions) error {
-	ds, err := startProc(ctx, o.Exe, "downstream", "-tools", fmt.Sprint(o.Tools))
+	ds, err := startProc(ctx, o.Exe, nil, "downstream", "-tools", fmt.Sprint(o.Tools))
 	if err != nil {
 		return err
 	}
@@ -110,14 +118,14 @@ func (r *Rig) startProcs(ctx context.Context, o RigOptions) error {
 		r.Targets = append(r.Targets, Target{Name: "direct", URL: ds.URL, proc: ds})
 	}
 	if !o.NoProxy {
-		p, err := startProc(ctx, o.Exe, "proxy", "-downstream", ds.URL, "-era", o.Era)
+		p, err := startProc(ctx, o.Exe, nil, "proxy", "-downstream", ds.URL, "-era", o.Era)
 		if err != nil {
 			return err
 		}
 		r.closers = append(r.closers, p.Close)
 		r.Targets = append(r.Targets, Target{Name: "proxy", URL: p.URL, proc: p})
 	}
-	add := func(name string, n int, nosync bool) error {
+	add := func(name string, n int, nosync bool, env ...string) error {
 		args := []string{"-downstream", ds.URL, "-era", o.Era, "-policies", fmt.Sprint(n), fmt.Sprintf("-nosync=%t", nosync)}
 		if o.CPUProfile != "" {
 			args = append(args, "-cpuprofile", o.CPUProfile+"."+name)
@@ -125,7 +133,7 @@ func (r *Rig) startProcs(ctx context.Context, o RigOptions) error {
 		if o.MemProfile != "" {
 			args = append(args, "-memprofile", o.MemProfile+"."+name)
 		}
-		b, err := startProc(ctx, o.Exe, "broker", args...)
+		b, err := startProc(ctx, o.Exe, append(slices.Clone(o.BrokerEnv), env...), "broker", args...)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -139,6 +147,11 @@ func (r *Rig) startProcs(ctx context.Context, o RigOptions) error {
 			name = fmt.Sprintf("broker-p%d", n)
 		}
 		if err := add(name, n, false); err != nil {
+			return err
+		}
+	}
+	for _, env := range o.Variants {
+		if err := add("broker+"+strings.Join(env, "+"), o.Policies[0], false, env...); err != nil {
 			return err
 		}
 	}

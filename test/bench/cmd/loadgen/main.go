@@ -62,6 +62,8 @@ func main() {
 	only := flag.Bool("broker-only", false, "drive the broker alone (for profiles: no direct or proxy target)")
 	memprofile := flag.String("memprofile", "", "write a heap profile (after a GC) at the end (with -procs: of each broker process, to FILE.<target>)")
 	soak := flag.Duration("soak", 0, "drive the broker alone for this long at the first -clients count and report heap, goroutines and RSS every -round")
+	brokerEnv := flag.String("broker-env", "", "with -procs: environment for each broker process, comma-separated (GOMAXPROCS=3,GOGC=200)")
+	variants := flag.String("broker-variants", "", "with -procs: more broker targets in the same run, one per environment, ';'-separated (GOMAXPROCS=3;GOGC=200,GOMAXPROCS=3)")
 	procs := flag.Bool("procs", true, "run the downstream, the proxy and each broker in its own process (as deployed); false runs them in this process")
 	flag.Parse()
 
@@ -110,7 +112,7 @@ func main() {
 	}
 	for _, era := range strings.Split(*eras, ",") {
 		rig, err := bench.NewRig(ctx, bench.RigOptions{Era: era, Tools: *tools, Policies: ints(*pols), NoSync: *nosync && !*only,
-			NoDirect: *only, NoProxy: *only, Exe: exe(*procs), CPUProfile: *cpuprofile, MemProfile: *memprofile})
+			NoDirect: *only, NoProxy: *only, Exe: exe(*procs), CPUProfile: *cpuprofile, MemProfile: *memprofile, BrokerEnv: envList(*brokerEnv), Variants: variantList(*variants)})
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -163,6 +165,23 @@ func exe(procs bool) string {
 		log.Fatal(err)
 	}
 	return p
+}
+
+func envList(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
+
+func variantList(s string) [][]string {
+	var out [][]string
+	for _, v := range strings.Split(s, ";") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, envList(v))
+		}
+	}
+	return out
 }
 
 func ints(s string) []int {
