@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
@@ -197,5 +198,25 @@ func TestFastLaneKeepsSessionsFresh(t *testing.T) {
 		if _, ok := inflightKey("s", []byte(id)); ok {
 			t.Errorf("inflightKey(%s) accepted", id)
 		}
+	}
+}
+
+func TestCallIDsUniqueAndOrdered(t *testing.T) {
+	seen := map[string]bool{}
+	prev := ""
+	for range 5000 {
+		id := newCallID()
+		u, err := uuid.Parse(id)
+		if err != nil || u.Version() != 7 {
+			t.Fatalf("call ID %q: %v version %d", id, err, u.Version())
+		}
+		if seen[id] {
+			t.Fatalf("duplicate call ID %s", id)
+		}
+		seen[id] = true
+		if id[:13] < prev[:min(13, len(prev))] { // the millisecond timestamp never goes back
+			t.Fatalf("call ID %s before %s", id, prev)
+		}
+		prev = id
 	}
 }

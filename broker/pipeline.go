@@ -1,13 +1,16 @@
 package broker
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -502,8 +505,17 @@ func (b *Broker) promptHandler(p tools.Prompt) server.PromptHandlerFunc {
 	}
 }
 
+// callIDRand buffers crypto/rand for call IDs: one getrandom per 256 IDs
+// instead of one per call. Call IDs name records; they are not secrets.
+var callIDRand = struct {
+	sync.Mutex
+	r *bufio.Reader
+}{r: bufio.NewReaderSize(rand.Reader, 4096)}
+
 func newCallID() string {
-	id, err := uuid.NewV7()
+	callIDRand.Lock()
+	id, err := uuid.NewV7FromReader(callIDRand.r)
+	callIDRand.Unlock()
 	if err != nil {
 		return uuid.NewString()
 	}
