@@ -272,10 +272,15 @@ func (b *Broker) complete(ctx context.Context, c *call, status string, class Rea
 // classify is the audit summary of c's arguments under the server's
 // per-tool classification.
 func (b *Broker) classify(c *call) map[string]string {
-	var args map[string]any
-	dec := json.NewDecoder(bytes.NewReader(c.args.Canonical))
-	dec.UseNumber()
-	if dec.Decode(&args) != nil || len(args) == 0 {
+	args := c.args.Parsed
+	if args == nil && len(c.args.Canonical) > 0 { // not from Canonicalize
+		dec := json.NewDecoder(bytes.NewReader(c.args.Canonical))
+		dec.UseNumber()
+		if dec.Decode(&args) != nil {
+			return nil
+		}
+	}
+	if len(args) == 0 {
 		return nil
 	}
 	return audit.Classify(b.hasher, b.classes[c.target.Server][c.target.Name], args)

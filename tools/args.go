@@ -22,6 +22,9 @@ type Args struct {
 	// and the strings recipient, command, name, account. Values are
 	// string, int64 or bool.
 	Fields map[string]any
+	// Parsed is the arguments object as decoded (numbers as json.Number);
+	// read only.
+	Parsed map[string]any
 }
 
 // Canonicalize parses raw tool arguments, which must be a JSON object (or
@@ -30,7 +33,7 @@ type Args struct {
 func Canonicalize(raw []byte) (Args, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {
-		return Args{Canonical: []byte("{}"), Fields: map[string]any{}}, nil
+		return Args{Canonical: []byte("{}"), Fields: map[string]any{}, Parsed: map[string]any{}}, nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
@@ -49,7 +52,7 @@ func Canonicalize(raw []byte) (Args, error) {
 	if err := writeCanonical(&buf, obj); err != nil {
 		return Args{}, err
 	}
-	return Args{Canonical: buf.Bytes(), Fields: fields(obj)}, nil
+	return Args{Canonical: buf.Bytes(), Fields: fields(obj), Parsed: obj}, nil
 }
 
 func writeCanonical(b *bytes.Buffer, v any) error {

@@ -31,7 +31,7 @@ func canonicalEvent(ev *Event) ([]byte, error) {
 			return nil, err
 		}
 	}
-	w := canonWriter{b: make([]byte, 0, 512+len(ev.Detail))}
+	w := canonWriter{b: make([]byte, 0, 1536+len(ev.Detail))} // a decided record with three passes is about 1 KB
 	w.b = append(w.b, '{')
 	w.str("agent", ev.Agent)
 	if len(ev.Args) > 0 {
