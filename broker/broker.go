@@ -239,7 +239,7 @@ func New(cfg Config, opts Options) (b *Broker, err error) {
 		return nil, fmt.Errorf("servers: %w", err)
 	}
 	b.mcp = b.newMCPServer()
-	if !opts.NoFastLane {
+	if !opts.NoFastLane && !cfg.noFastLane {
 		b.fast = newFastLane(time.Duration(cfg.SessionIdleTTL))
 	}
 	b.pool.OnChange(b.applyCatalog)

@@ -62,6 +62,8 @@ type Config struct {
 	demo bool
 	// inProcess supplies in-process servers by name (tests only).
 	inProcess map[string]*server.MCPServer
+	// noFastLane sends every request through mcp-go (tests only).
+	noFastLane bool
 }
 
 // IdentityConfig says how agents authenticate.

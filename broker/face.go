@@ -23,6 +23,9 @@ import (
 	"github.com/mcpbroker/mcpbroker/tools"
 )
 
+// serverName is the name the broker gives itself to agents.
+const serverName = "mcpbroker"
+
 // newMCPServer builds the agent-facing MCP server. Tools, resources and
 // prompts are registered from the pool's catalog by applyCatalog.
 func (b *Broker) newMCPServer() *server.MCPServer {
@@ -68,7 +71,7 @@ func (b *Broker) newMCPServer() *server.MCPServer {
 	hooks.AddAfterListTools(func(ctx context.Context, _ any, req *mcp.ListToolsRequest, res *mcp.ListToolsResult) {
 		res.Tools = b.visibleTools(ctx, req, res.Tools)
 	})
-	return server.NewMCPServer("mcpbroker", b.version,
+	return server.NewMCPServer(serverName, b.version,
 		server.WithToolCapabilities(true),
 		server.WithResourceCapabilities(false, true),
 		server.WithPromptCapabilities(true),
@@ -155,7 +158,7 @@ func (b *Broker) applyCatalog(s *tools.Snapshot) {
 
 	toolSum := sha256.New()
 	st := b.brokerTools()
-	fast := map[string]server.ToolHandlerFunc{}
+	fast := map[string]server.ServerTool{}
 	for _, t := range s.Tools {
 		if strings.HasPrefix(t.Exposed, "broker__") || t.Server == brokerServer {
 			// The broker's own namespace: a downstream tool there would
@@ -172,7 +175,7 @@ func (b *Broker) applyCatalog(s *tools.Snapshot) {
 		toolSum.Write(def)
 		h := b.toolHandler(t)
 		st = append(st, server.ServerTool{Tool: t.Def, Handler: h})
-		fast[t.Exposed] = h
+		fast[t.Exposed] = server.ServerTool{Tool: t.Def, Handler: h}
 	}
 	if sum := string(toolSum.Sum(nil)); sum != b.lastTools {
 		b.lastTools = sum

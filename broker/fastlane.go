@@ -34,8 +34,8 @@ import (
 // for a call that came through mcp-go, and mcp-go writes the response.
 type fastLane struct {
 	mu       sync.Mutex
-	tools    map[string]server.ToolHandlerFunc // exposed name → pipeline
-	inflight map[string]context.CancelFunc     // session + request id → cancel
+	tools    map[string]server.ServerTool  // exposed name → definition and pipeline
+	inflight map[string]context.CancelFunc // session + request id → cancel
 	// lastSlow is when each session last went through mcp-go (which
 	// keeps its idle-session clock): the lane sends a session's request
 	// there when that is older than a quarter of the idle TTL.
@@ -54,7 +54,7 @@ func newFastLane(idleTTL time.Duration) *fastLane {
 }
 
 // setTools replaces the catalog the lane serves.
-func (f *fastLane) setTools(m map[string]server.ToolHandlerFunc) {
+func (f *fastLane) setTools(m map[string]server.ServerTool) {
 	f.mu.Lock()
 	f.tools = m
 	f.mu.Unlock()
@@ -63,7 +63,19 @@ func (f *fastLane) setTools(m map[string]server.ToolHandlerFunc) {
 func (f *fastLane) tool(name string) server.ToolHandlerFunc {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.tools[name]
+	if t, ok := f.tools[name]; ok {
+		return t.Handler
+	}
+	return nil
+}
+
+func (f *fastLane) def(name string) *mcp.Tool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if t, ok := f.tools[name]; ok {
+		return &t.Tool
+	}
+	return nil
 }
 
 // touched notes that sid's request goes through mcp-go now.
@@ -127,6 +139,7 @@ func inflightKey(sid string, id json.RawMessage) (string, bool) {
 // fastCall is one call on the lane, until mcp-go adopts it.
 type fastCall struct {
 	sid     string
+	modern  bool          // a 2026-07-28 request: never handed over
 	need    chan struct{} // closed when a relay needs the agent's session
 	needOne sync.Once
 	adopted chan struct{} // closed when adopted (actx set) or when adoption failed (actx nil)
@@ -152,7 +165,7 @@ var errNotAdopted = errors.New("the agent's session is not available for this re
 // first.
 func sessionCtx(ctx context.Context) (context.Context, error) {
 	fc := fastFrom(ctx)
-	if fc == nil {
+	if fc == nil || fc.modern {
 		return ctx, nil
 	}
 	fc.needOne.Do(func() { close(fc.need) })
@@ -206,16 +219,24 @@ var toolsCallMethod = []byte(`"tools/call"`)
 // session; body the whole request body.
 func (b *Broker) serveFast(w http.ResponseWriter, r *http.Request, ctx context.Context, sid string, body []byte, next http.Handler) bool {
 	f := b.fast
-	if f == nil || r.Method != http.MethodPost || sid == "" || !bytes.Contains(body, toolsCallMethod) {
+	if f == nil || r.Method != http.MethodPost || !bytes.Contains(body, toolsCallMethod) {
 		return false
 	}
-	if v := r.Header.Get(mcp.HeaderProtocolVersion); !mcp.IsValidProtocolVersion(v) || mcp.IsModernProtocol(v) {
+	v := r.Header.Get(mcp.HeaderProtocolVersion)
+	modern := mcp.IsModernProtocol(v)
+	if !mcp.IsValidProtocolVersion(v) {
+		return false
+	}
+	if modern {
+		// 2026-07-28: no session; mcp-go ignores a session header and
+		// refuses Last-Event-ID: both are its to answer.
+		if sid != "" || r.Header.Get(mcp.HeaderLastEventID) != "" {
+			return false
+		}
+	} else if sid == "" || !f.fresh(sid) {
 		return false
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "application/json" && !bytes.HasPrefix([]byte(ct), []byte("application/json;")) {
-		return false
-	}
-	if !f.fresh(sid) {
 		return false
 	}
 	var env fastRequest
@@ -245,33 +266,55 @@ func (b *Broker) serveFast(w http.ResponseWriter, r *http.Request, ctx context.C
 			}
 		case "_meta":
 			if json.Unmarshal(v, &req.Params.Meta) != nil || req.Params.Meta != nil && req.Params.Meta.ProgressToken != nil ||
-				bytes.Contains(v, modernMetaKey) {
+				!modern && bytes.Contains(v, modernMetaKey) {
 				return false
 			}
 		default: // requestState, inputResponses, task, …: mcp-go's
 			return false
 		}
 	}
+	var info *server.RequestProtocolInfo
+	if modern {
+		// What mcp-go checks and puts in the context for a 2026-07-28
+		// request; anything it would refuse, it refuses itself.
+		m := req.Params.Meta
+		if m == nil || m.ProtocolVersion() != v || m.ClientCapabilities() == nil ||
+			mcp.ValidateStandardHeaders(r.Header.Get, v, mcp.MethodToolsCall, env.Params) != nil {
+			return false
+		}
+		def := f.def(req.Params.Name)
+		if def == nil || mcp.ValidateParamHeadersLookup(lookupHeader(r.Header), def, env.Params) != nil {
+			return false
+		}
+		info = &server.RequestProtocolInfo{Modern: true, ProtocolVersion: v, ClientInfo: m.ClientInfo(),
+			ClientCapabilities: m.ClientCapabilities(), LogLevel: m.LogLevel()}
+	}
 	handler := f.tool(req.Params.Name)
 	if handler == nil {
 		return false
 	}
 
-	fc := &fastCall{sid: sid, need: make(chan struct{}), adopted: make(chan struct{}), result: make(chan *mcp.CallToolResult, 1)}
+	fc := &fastCall{sid: sid, modern: modern, need: make(chan struct{}), adopted: make(chan struct{}), result: make(chan *mcp.CallToolResult, 1)}
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	f.mu.Lock()
-	if f.inflight[key] != nil {
-		f.mu.Unlock()
-		return false // a duplicate id in flight: mcp-go's answer
-	}
-	f.inflight[key] = cancel
-	f.mu.Unlock()
-	defer func() {
+	if modern {
+		// Relays go back as input_required results (MRTR): the call never
+		// needs a session, and closing the stream is how it is cancelled.
+		cctx = server.WithRequestProtocolInfo(cctx, info)
+	} else {
 		f.mu.Lock()
-		delete(f.inflight, key)
+		if f.inflight[key] != nil {
+			f.mu.Unlock()
+			return false // a duplicate id in flight: mcp-go's answer
+		}
+		f.inflight[key] = cancel
 		f.mu.Unlock()
-	}()
+		defer func() {
+			f.mu.Lock()
+			delete(f.inflight, key)
+			f.mu.Unlock()
+		}()
+	}
 
 	f.served.Add(1)
 	go func() {
@@ -290,6 +333,9 @@ func (b *Broker) serveFast(w http.ResponseWriter, r *http.Request, ctx context.C
 
 	select {
 	case res := <-fc.result:
+		if modern {
+			b.decorateModern(res)
+		}
 		writeFastResult(w, env.ID, res, b)
 	case <-fc.need:
 		// Hand over to mcp-go: its tool handler adopts fc (adoptKey) and
@@ -319,4 +365,28 @@ func writeFastResult(w http.ResponseWriter, id json.RawMessage, res *mcp.CallToo
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(buf)
+}
+
+// decorateModern stamps a 2026-07-28 result as mcp-go's decorateResponse
+// does: resultType complete unless set (input_required), and the server's
+// identity in _meta unless present.
+func (b *Broker) decorateModern(res *mcp.CallToolResult) {
+	if res.GetResultType() == "" {
+		res.SetResultType(mcp.ResultTypeComplete)
+	}
+	if m := res.EnsureResultMeta(); m != nil && m.ServerInfo() == nil {
+		m.SetServerInfo(mcp.Implementation{Name: serverName, Version: b.version})
+	}
+}
+
+// lookupHeader is mcp-go's: the first value of a header and whether it
+// was sent at all.
+func lookupHeader(h http.Header) func(string) (string, bool) {
+	return func(name string) (string, bool) {
+		v := h.Values(name)
+		if len(v) == 0 {
+			return "", false
+		}
+		return v[0], true
+	}
 }

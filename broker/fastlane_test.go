@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -218,5 +219,107 @@ func TestCallIDsUniqueAndOrdered(t *testing.T) {
 			t.Fatalf("call ID %s before %s", id, prev)
 		}
 		prev = id
+	}
+}
+
+// TestFastLaneMatchesMCPGo: for the requests the lane takes, a broker with
+// the lane answers byte for byte what a broker without it (every request
+// through mcp-go) answers, in both eras; what it does not take (a header
+// mcp-go refuses) is answered by mcp-go itself.
+func TestFastLaneMatchesMCPGo(t *testing.T) {
+	dir := t.TempDir()
+	pol := `@id("u") permit (principal is Broker::User, action, resource);
+@id("a") permit (principal is Broker::Agent, action, resource);
+@id("no-secret") forbid (principal, action, resource) when { resource.name == "asker__echo" && context.args has text && context.args.text == "secret" };`
+	if err := os.WriteFile(filepath.Join(dir, "p.cedar"), []byte(pol), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := func(noFast bool) (*Broker, string) {
+		ds := askServer()
+		ds.AddTool(mcp.NewTool("echo", mcp.WithString("text")), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			res := mcp.NewToolResultText(req.GetString("text", ""))
+			res.StructuredContent = map[string]any{"echo": req.GetString("text", ""), "n": 1}
+			return res, nil
+		})
+		cfg := Defaults()
+		cfg.Policies = dir
+		cfg.Identity = IdentityConfig{Mode: "dev", DefaultAgent: "spiffe://t.local/agent/a", DefaultInitiator: "alice"}
+		cfg.Servers = []ServerConfig{{Name: "asker", Transport: "in-process", inProcess: "asker"}}
+		cfg.inProcess = map[string]*server.MCPServer{"asker": ds}
+		cfg.noFastLane = noFast
+		return runBroker(t, cfg)
+	}
+	fast, fastURL := start(false)
+	_, slowURL := start(true)
+
+	post := func(url, sid string, hdr map[string]string, body string) (int, string, http.Header) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		if sid != "" {
+			req.Header.Set(server.HeaderKeySessionID, sid)
+		}
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(out), resp.Header
+	}
+	legacy := func(url string) string {
+		_, _, h := post(url, "", nil, `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+		sid := h.Get(server.HeaderKeySessionID)
+		if sid == "" {
+			t.Fatal("no session")
+		}
+		lh := map[string]string{mcp.HeaderProtocolVersion: "2025-11-25"}
+		post(url, sid, lh, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+		return sid
+	}
+	fastSID, slowSID := legacy(fastURL), legacy(slowURL)
+	lh := map[string]string{mcp.HeaderProtocolVersion: "2025-11-25"}
+	mh := map[string]string{mcp.HeaderProtocolVersion: "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "asker__echo"}
+	modernMeta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"raw","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}`
+
+	cases := []struct {
+		name    string
+		modern  bool
+		hdr     map[string]string
+		body    string
+		viaLane bool
+	}{
+		{"legacy call", false, lh, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"}}}`, true},
+		{"legacy string id", false, lh, `{"jsonrpc":"2.0","id":"x-1","method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hé \u2028"}}}`, true},
+		{"legacy unknown tool", false, lh, `{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"asker__nope","arguments":{}}}`, false},
+		{"legacy denied", false, lh, `{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"secret"}}}`, true},
+		{"modern denied", true, mh, `{"jsonrpc":"2.0","id":13,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"secret"},` + modernMeta + `}}`, true},
+		{"modern call", true, mh, `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"},` + modernMeta + `}}`, true},
+		{"modern header mismatch", true, map[string]string{mcp.HeaderProtocolVersion: "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "asker__other"},
+			`{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"},` + modernMeta + `}}`, false},
+		{"modern without capabilities", true, mh, `{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := fast.fast.served.Load()
+			fs, ss := fastSID, slowSID
+			if tc.modern {
+				fs, ss = "", ""
+			}
+			fc, fb, fh := post(fastURL, fs, tc.hdr, tc.body)
+			sc, sb, sh := post(slowURL, ss, tc.hdr, tc.body)
+			callID := regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}`)
+			fb, sb = callID.ReplaceAllString(fb, "CALL-ID"), callID.ReplaceAllString(sb, "CALL-ID")
+			if fc != sc || fb != sb || fh.Get("Content-Type") != sh.Get("Content-Type") {
+				t.Fatalf("lane answered %d %s %q\nmcp-go answered %d %s %q", fc, fh.Get("Content-Type"), fb, sc, sh.Get("Content-Type"), sb)
+			}
+			if got := fast.fast.served.Load() - before; got != map[bool]int64{true: 1, false: 0}[tc.viaLane] {
+				t.Fatalf("lane served %d, want via lane %v (answer %s)", got, tc.viaLane, fb)
+			}
+		})
 	}
 }
