@@ -17,7 +17,7 @@ import (
 // sets are values; the slices and maps below are never written after
 // construction), so entries are shared by concurrent decisions. The cache
 // belongs to one Set: a reload starts empty, and the cached index candidates
-// are those of that Set.
+// are those of that Set. It also keeps Visible's answers (visible.go).
 
 // Bounds of the cache: when a map is full, the next insert starts it afresh.
 const (
@@ -108,13 +108,21 @@ type reqCache struct {
 	tasks  map[taskKey][]*taskEntry // entries written only under taskMu
 	nTasks int
 
+	// vis holds Visible's answers, keyed by appendStaticKey followed by
+	// appendVisibleKey; visBytes is the length of its keys together.
+	visMu    sync.RWMutex
+	vis      map[string]bool
+	visBytes int
+
 	maxStatics, maxTasks int
+	maxVis, maxVisBytes  int
 }
 
 func newReqCache(maxStatics, maxTasks int) *reqCache {
 	return &reqCache{
-		statics: map[string]*reqStatic{}, tasks: map[taskKey][]*taskEntry{},
+		statics: map[string]*reqStatic{}, tasks: map[taskKey][]*taskEntry{}, vis: map[string]bool{},
 		maxStatics: maxStatics, maxTasks: maxTasks,
+		maxVis: maxCachedVisible, maxVisBytes: maxCachedVisibleKeys,
 	}
 }
 
@@ -126,7 +134,13 @@ func (s *Set) static(req *Request) *reqStatic {
 		return s.buildStatic(req)
 	}
 	var buf [512]byte
-	key := appendStaticKey(buf[:0], req)
+	return s.staticByKey(req, appendStaticKey(buf[:0], req))
+}
+
+// staticByKey is static for a Set with a cache, given the static key of req
+// (appendStaticKey).
+func (s *Set) staticByKey(req *Request, key []byte) *reqStatic {
+	c := s.cache
 	c.mu.RLock()
 	st := c.statics[string(key)]
 	c.mu.RUnlock()

@@ -42,6 +42,7 @@ type Set struct {
 	index    *scopeIndex // over enforced
 	shadow   *scopeIndex // over logOnly; nil when there are none
 	cache    *reqCache   // what repeated requests share; nil = build every request afresh
+	visNow   nowDep      // how Visible's answer can depend on context.now (over enforced)
 }
 
 // PolicyInfo describes one compiled policy for explanations and tooling.
@@ -198,6 +199,7 @@ func Compile(srcs []Source) (*Set, error) {
 	slices.Sort(s.ids)
 	s.digest = digest(s.ids, s.all)
 	s.index = newScopeIndex(s.enforced)
+	s.visNow = nowDependence(s.enforced)
 	if len(s.logOnly) > 0 {
 		s.shadow = newScopeIndex(s.logOnly)
 	}

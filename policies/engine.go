@@ -1,14 +1,12 @@
 package policies
 
 import (
-	"context"
 	"slices"
 	"strings"
 	"sync/atomic"
 
 	"github.com/cedar-policy/cedar-go"
 	"github.com/cedar-policy/cedar-go/types"
-	"github.com/cedar-policy/cedar-go/x/exp/batch"
 )
 
 // Engine decides requests against the current Set. It is safe for concurrent
@@ -268,64 +266,6 @@ func (s *Set) decide(req Request, indexed bool) Decision {
 		d.Shadow = s.shadowResults(sd.Passes, sr)
 	}
 	return d
-}
-
-// Visible reports whether policy could allow this chain to use req.Target for
-// SOME arguments; the broker uses it to filter tools/list (and resource and
-// prompt lists). It asks the question of the action that uses the target
-// (call_tool for a tool, read_resource for a resource, get_prompt for a prompt),
-// whatever req.Action says, with context.args unknown: through cedar-go's
-// experimental batch evaluation with args ignored, a forbid that tests args is
-// dropped and a permit's condition on args is dropped. A deny that an approval
-// would cure counts as visible. req.Args and req.Approval are not used.
-func (e *Engine) Visible(req Request) bool {
-	s := e.Set()
-	action := ActionCallTool
-	switch req.Target.Kind {
-	case TargetResource:
-		action = ActionReadResource
-	case TargetPrompt:
-		action = ActionGetPrompt
-	}
-	req.Approval = nil
-	if validateRequest(&req, action) != nil {
-		return false
-	}
-	st := s.static(&req)
-	ents := overlay{req: st.ents, base: s.model.actions}
-	parts := newContextParts(&req, st.chain, s.taskValue(req.Task), batch.Ignore())
-	actUID := actionUID(action)
-	eval := func(i int, p types.EntityUID, ctx types.Value) (types.Decision, types.Diagnostic) {
-		var res types.Decision
-		var diag types.Diagnostic
-		n := 0
-		err := batch.Authorize(context.Background(), st.cands[i], ents, batch.Request{
-			Principal: p, Action: actUID, Resource: st.resource, Context: ctx,
-		}, func(r batch.Result) error {
-			n++
-			res, diag = r.Decision, r.Diagnostic
-			return nil
-		})
-		if err != nil || n != 1 {
-			// Fail closed: an evaluation we cannot interpret is not an allow.
-			msg := "batch evaluation did not produce exactly one result"
-			if err != nil {
-				msg = err.Error()
-			}
-			return cedar.Deny, types.Diagnostic{Errors: []types.DiagnosticError{{PolicyID: "", Message: msg}}}
-		}
-		return res, diag
-	}
-	passes, results, allowed := runPasses(st.principals, st.names, parts.record(nil), eval)
-	if allowed {
-		return true
-	}
-	if !s.approvalCurable(passes, results) {
-		return false
-	}
-	hyp := &Approval{Granted: true, CallID: req.CallID}
-	_, _, ok := runPasses(st.principals, st.names, parts.record(hyp), eval)
-	return ok
 }
 
 func invalidDecision(s *Set, err error) Decision {
