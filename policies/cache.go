@@ -40,6 +40,9 @@ type reqStatic struct {
 	// policies). Both clipped: an append never writes into them.
 	cands, shadowCands []candidateList
 	shadowApplies      bool // a log_only policy could match some pass
+	// visFree and visArgs split cands for Visible: the policies that cannot
+	// read context.args and the others (splitArgs). Clipped.
+	visFree, visArgs []candidateList
 }
 
 // buildStatic builds the static part of req without the cache.
@@ -55,6 +58,8 @@ func (s *Set) buildStatic(req *Request) *reqStatic {
 		resKeys:    scopeKeys(b.entities, b.resource),
 		prinKeys:   make([][]types.EntityUID, n),
 		cands:      make([]candidateList, n),
+		visFree:    make([]candidateList, n),
+		visArgs:    make([]candidateList, n),
 	}
 	if s.shadow != nil {
 		st.shadowCands = make([]candidateList, n)
@@ -63,6 +68,7 @@ func (s *Set) buildStatic(req *Request) *reqStatic {
 		st.names[i] = p.String()
 		st.prinKeys[i] = scopeKeys(b.entities, p)
 		st.cands[i] = slices.Clip(s.index.candidates(st.prinKeys[i], st.resKeys))
+		st.visFree[i], st.visArgs[i] = splitArgs(st.cands[i])
 		if s.shadow != nil {
 			sc := s.shadow.candidates(st.prinKeys[i], st.resKeys)
 			st.shadowCands[i] = slices.Clip(append(slices.Clone(st.cands[i]), sc...))

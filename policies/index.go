@@ -25,8 +25,9 @@ type scopeIndex struct {
 var anyKey types.EntityUID
 
 type indexEntry struct {
-	id cedar.PolicyID
-	p  *cedar.Policy
+	id   cedar.PolicyID
+	p    *cedar.Policy
+	args bool // the policy can read context.args (contextUse.args): Visible batch-evaluates it
 }
 
 func scopeKey(n any) types.EntityUID {
@@ -52,7 +53,7 @@ func newScopeIndex(policies cedar.PolicyMap) *scopeIndex {
 			byRes = map[types.EntityUID][]indexEntry{}
 			x.buckets[pk] = byRes
 		}
-		byRes[rk] = append(byRes[rk], indexEntry{id: id, p: p})
+		byRes[rk] = append(byRes[rk], indexEntry{id: id, p: p, args: contextUseOf(p).args})
 	}
 	return x
 }

@@ -121,20 +121,34 @@ func (s *Set) appendVisibleKey(b []byte, req *Request) []byte {
 }
 
 // visibleUncached answers Visible for a validated req whose static part is st.
+//
+// Each pass evaluates the candidates that cannot read context.args with
+// cedar.Authorize and only the others through batch evaluation: both decide
+// every policy on its own (batch.Authorize partially evaluates each policy
+// separately, and a policy that never reaches the ignored args evaluates as
+// it would with them known), so the two halves combine (combine) into what
+// batch evaluation of all candidates would say.
 func (s *Set) visibleUncached(req *Request, st *reqStatic, action Action) bool {
 	ents := overlay{req: st.ents, base: s.model.actions}
 	parts := newContextParts(req, st.chain, s.taskValue(req.Task), batch.Ignore())
 	parts.approvalValue = nil
 	actUID := actionUID(action)
 	eval := func(i int, p types.EntityUID, ctx types.Value) (types.Decision, types.Diagnostic) {
-		var res types.Decision
-		var diag types.Diagnostic
+		free, args := st.visFree[i], st.visArgs[i]
+		dec, diag := cedar.Authorize(free, ents, cedar.Request{
+			Principal: p, Action: actUID, Resource: st.resource, Context: ctx.(types.Record),
+		})
+		if len(args) == 0 {
+			return dec, diag
+		}
+		var bdec types.Decision
+		var bdiag types.Diagnostic
 		n := 0
-		err := batch.Authorize(context.Background(), st.cands[i], ents, batch.Request{
+		err := batch.Authorize(context.Background(), args, ents, batch.Request{
 			Principal: p, Action: actUID, Resource: st.resource, Context: ctx,
 		}, func(r batch.Result) error {
 			n++
-			res, diag = r.Decision, r.Diagnostic
+			bdec, bdiag = r.Decision, r.Diagnostic
 			return nil
 		})
 		if err != nil || n != 1 {
@@ -145,7 +159,7 @@ func (s *Set) visibleUncached(req *Request, st *reqStatic, action Action) bool {
 			}
 			return cedar.Deny, types.Diagnostic{Errors: []types.DiagnosticError{{PolicyID: "", Message: msg}}}
 		}
-		return res, diag
+		return combine(dec, diag, bdec, bdiag)
 	}
 	passes, results, allowed := runPasses(st.principals, st.names, parts.record(nil), eval)
 	if allowed {
@@ -157,6 +171,54 @@ func (s *Set) visibleUncached(req *Request, st *reqStatic, action Action) bool {
 	hyp := &Approval{Granted: true, CallID: req.CallID}
 	_, _, ok := runPasses(st.principals, st.names, parts.record(hyp), eval)
 	return ok
+}
+
+// combine is the decision over two disjoint sets of policies, given the
+// decision over each (as cedar.Authorize reports them: a Deny with reasons
+// lists every satisfied forbid, an Allow every satisfied permit, a Deny
+// without reasons has neither). Errors of both are kept.
+func combine(d1 types.Decision, g1 types.Diagnostic, d2 types.Decision, g2 types.Diagnostic) (types.Decision, types.Diagnostic) {
+	var out types.Diagnostic
+	out.Errors = append(append(out.Errors, g1.Errors...), g2.Errors...)
+	f1, f2 := d1 == cedar.Deny && len(g1.Reasons) > 0, d2 == cedar.Deny && len(g2.Reasons) > 0
+	switch {
+	case f1 || f2:
+		if f1 {
+			out.Reasons = append(out.Reasons, g1.Reasons...)
+		}
+		if f2 {
+			out.Reasons = append(out.Reasons, g2.Reasons...)
+		}
+		return cedar.Deny, out
+	case d1 == cedar.Allow || d2 == cedar.Allow:
+		out.Reasons = append(append(out.Reasons, g1.Reasons...), g2.Reasons...)
+		return cedar.Allow, out
+	}
+	return cedar.Deny, out
+}
+
+// splitArgs splits candidates into those that cannot read context.args and
+// the others. Without the latter, free is l itself.
+func splitArgs(l candidateList) (free, args candidateList) {
+	n := 0
+	for _, e := range l {
+		if e.args {
+			n++
+		}
+	}
+	if n == 0 {
+		return l, nil
+	}
+	free = make(candidateList, 0, len(l)-n)
+	args = make(candidateList, 0, n)
+	for _, e := range l {
+		if e.args {
+			args = append(args, e)
+		} else {
+			free = append(free, e)
+		}
+	}
+	return free, args
 }
 
 // nowDep is how the answer of Visible can depend on context.now.
@@ -174,6 +236,7 @@ const (
 // unless it uses the context record as a whole (wholeContext).
 type contextUse struct {
 	wholeContext bool // `context` other than as `context.a` or `context has a`
+	args         bool // context.args accessed or tested
 	now          nowDep
 }
 
@@ -190,13 +253,19 @@ func contextUseOf(p *cedar.Policy) contextUse {
 			case xast.NodeTypeAccess:
 				if isContextAttr(n.Arg) {
 					nCtxAttr++
-					if n.Value == "now" {
+					switch n.Value {
+					case "args":
+						u.args = true
+					case "now":
 						nNow++
 					}
 				}
 			case xast.NodeTypeHas:
 				if isContextAttr(n.Arg) {
 					nCtxAttr++
+					if n.Value == "args" {
+						u.args = true
+					}
 				}
 			case xast.NodeTypeLessThan:
 				nNowVsExp += nowVsExpiryOperands(n.BinaryNode)
@@ -217,7 +286,7 @@ func contextUseOf(p *cedar.Policy) contextUse {
 	u.wholeContext = nCtx != nCtxAttr
 	switch {
 	case u.wholeContext:
-		u.now = nowOpaque
+		u.args, u.now = true, nowOpaque
 	case nNow == 0:
 		u.now = nowNone
 	case nNow == nNowVsExp:

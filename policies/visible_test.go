@@ -62,8 +62,8 @@ func referenceVisible(s *Set, req Request) bool {
 	return ok
 }
 
-// visiblePolicies add to keyPolicies what Visible's key and its evaluation
-// must get right: a per-call field (callId) and per-call risk
+// visiblePolicies add to keyPolicies what Visible's key and its split of the
+// candidates must get right: a per-call field (callId) and per-call risk
 // tags without an approval, an args-free policy that errors, a permit whose
 // only condition reads args, forbids that read args next to args-free ones
 // on the same target (satisfied before they reach args, one of them
@@ -258,6 +258,56 @@ func TestVisibleKeyVariants(t *testing.T) {
 	}
 }
 
+// TestVisibleSplit: the halves of the split candidates each decide alone
+// (free = policies that cannot read args, batch = the others).
+func TestVisibleSplit(t *testing.T) {
+	set := visibleSet(t)
+	agentOnly := func(r *Request) {
+		r.Task = nil
+		r.Chain = []Agent{{ID: "spiffe://example.org/a1"}}
+		r.Target = Target{Kind: TargetTool, Server: "s3", Name: "t1", Exposed: "s3__t1", ReadOnly: true}
+	}
+	for _, tt := range []struct {
+		name string
+		f    func(r *Request)
+		want bool
+	}{
+		{"the agent's only permit is in the batch half", agentOnly, true},
+		{"a curable forbid in the batch half", func(r *Request) {
+			agentOnly(r)
+			r.Target.Name, r.Target.Exposed, r.Target.OpenWorld = "t2", "s3__t2", true
+		}, true},
+		{"a forbid in the batch half", func(r *Request) {
+			r.Target.Server, r.Target.Name, r.Target.Exposed, r.Target.Destructive = "s2", "t2", "s2__t2", true
+			r.Task.AllowedTools = []string{"s2__t2"}
+		}, false},
+		{"an error in the batch half", func(r *Request) {
+			r.Target.Server, r.Target.Exposed = "s2", "s2__t1"
+			r.Task.AllowedTools = []string{"s2__t1"}
+			r.Chain = append(r.Chain, Agent{ID: "spiffe://example.org/a0", Classes: []string{"c0"}})
+		}, false},
+		{"an error in the free half", func(r *Request) {
+			agentOnly(r)
+			r.Chain = append(r.Chain, Agent{ID: "spiffe://example.org/a0", Classes: []string{"c0"}})
+		}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := visibleBase()
+			tt.f(&r)
+			ref := referenceVisible(set, r)
+			if ref != tt.want {
+				t.Fatalf("reference says %v, the case wants %v: fix the case", ref, tt.want)
+			}
+			if got := NewEngine(set).Visible(r); got != ref {
+				t.Errorf("Visible = %v, reference %v", got, ref)
+			}
+			if got := NewEngine(uncached(set)).Visible(r); got != ref {
+				t.Errorf("uncached Visible = %v, reference %v", got, ref)
+			}
+		})
+	}
+}
+
 // TestVisibleKeyCoversRequest: every field of Request either changes
 // Visible's key (static key + appendVisibleKey) or is one Visible ignores;
 // a field added later fails here until it is classified.
@@ -352,32 +402,33 @@ forbid (principal, action, resource in Broker::ToolServer::"s1");
 // whether (and how) Visible's answers may be cached across clocks.
 func TestVisibleNowDependence(t *testing.T) {
 	for _, tt := range []struct {
-		src string
-		now nowDep
+		src  string
+		now  nowDep
+		args bool
 	}{
-		{`permit (principal, action, resource);`, nowNone},
-		{`permit (principal, action, resource) when { context has now && context.callId == "x" };`, nowNone},
-		{`forbid (principal, action, resource) when { context has task && context.now > context.task.expiresAt };`, nowVsExpiry},
-		{`forbid (principal, action, resource) when { context.task.expiresAt <= context.now };`, nowVsExpiry},
-		{`forbid (principal, action, resource) when { context.now == context.task.expiresAt || context.now != context.task.expiresAt || context.now >= context.task.expiresAt || context.now < context.task.expiresAt };`, nowVsExpiry},
-		{`forbid (principal, action, resource) when { context["now"] > context["task"]["expiresAt"] };`, nowVsExpiry},
-		{`forbid (principal, action, resource) when { context.now > datetime("2026-01-01") };`, nowOpaque},
-		{`forbid (principal, action, resource) when { context.now.toTime() > duration("18h") };`, nowOpaque},
-		{`forbid (principal, action, resource) when { context.now > context.task.expiresAt.offset(duration("1h")) };`, nowOpaque},
-		{`forbid (principal, action, resource) when { context.now > context.now };`, nowOpaque},
-		{`forbid (principal, action, resource) when { [context.now].contains(context.task.expiresAt) };`, nowOpaque},
-		{`forbid (principal, action, resource) when { context == {} };`, nowOpaque},
-		{`forbid (principal, action, resource) when { context.args has amount };`, nowNone},
-		{`forbid (principal, action, resource) when { context has args };`, nowNone},
-		{`permit (principal, action, resource) when { context["args"] == {} };`, nowNone},
+		{`permit (principal, action, resource);`, nowNone, false},
+		{`permit (principal, action, resource) when { context has now && context.callId == "x" };`, nowNone, false},
+		{`forbid (principal, action, resource) when { context has task && context.now > context.task.expiresAt };`, nowVsExpiry, false},
+		{`forbid (principal, action, resource) when { context.task.expiresAt <= context.now };`, nowVsExpiry, false},
+		{`forbid (principal, action, resource) when { context.now == context.task.expiresAt || context.now != context.task.expiresAt || context.now >= context.task.expiresAt || context.now < context.task.expiresAt };`, nowVsExpiry, false},
+		{`forbid (principal, action, resource) when { context["now"] > context["task"]["expiresAt"] };`, nowVsExpiry, false},
+		{`forbid (principal, action, resource) when { context.now > datetime("2026-01-01") };`, nowOpaque, false},
+		{`forbid (principal, action, resource) when { context.now.toTime() > duration("18h") };`, nowOpaque, false},
+		{`forbid (principal, action, resource) when { context.now > context.task.expiresAt.offset(duration("1h")) };`, nowOpaque, false},
+		{`forbid (principal, action, resource) when { context.now > context.now };`, nowOpaque, false},
+		{`forbid (principal, action, resource) when { [context.now].contains(context.task.expiresAt) };`, nowOpaque, false},
+		{`forbid (principal, action, resource) when { context == {} };`, nowOpaque, true},
+		{`forbid (principal, action, resource) when { context.args has amount };`, nowNone, true},
+		{`forbid (principal, action, resource) when { context has args };`, nowNone, true},
+		{`permit (principal, action, resource) when { context["args"] == {} };`, nowNone, true},
 	} {
 		ps, err := cedar.NewPolicyListFromBytes("t.cedar", []byte(tt.src))
 		if err != nil || len(ps) != 1 {
 			t.Fatalf("%s: %v", tt.src, err)
 		}
 		u := contextUseOf(ps[0])
-		if u.now != tt.now {
-			t.Errorf("%s: now %d, want %d", tt.src, u.now, tt.now)
+		if u.now != tt.now || u.args != tt.args {
+			t.Errorf("%s: now %d, args %v; want %d, %v", tt.src, u.now, u.args, tt.now, tt.args)
 		}
 	}
 
