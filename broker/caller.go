@@ -48,7 +48,11 @@ func (u *upstream) current() context.Context {
 		u.b.log.Warn("agent session unavailable for a relay", "call_id", u.c.id, "err", err)
 		return ctx
 	}
-	u.setCtx(sctx)
+	u.mu.Lock()
+	if u.ctx == ctx { // unless it was replaced meanwhile
+		u.ctx = sctx
+	}
+	u.mu.Unlock()
 	return sctx
 }
 
@@ -127,12 +131,23 @@ func (u *upstream) ListRoots(ctx context.Context, req mcp.ListRootsRequest) (*mc
 }
 
 // Notify forwards progress and log notifications. mcp-go's send is
-// non-blocking (a full session queue drops), so this never stalls the
-// downstream reader.
+// non-blocking (a full session queue drops), and a fast-lane call's
+// hand-over to mcp-go happens off the caller's goroutine, so this never
+// stalls the downstream reader.
 func (u *upstream) Notify(method string, params map[string]any) {
-	if err := u.b.mcp.SendNotificationToClient(u.current(), method, params); err != nil {
-		u.b.log.Debug("notification to agent dropped", "call_id", u.c.id, "method", method, "err", err)
+	send := func(ctx context.Context) {
+		if err := u.b.mcp.SendNotificationToClient(ctx, method, params); err != nil {
+			u.b.log.Debug("notification to agent dropped", "call_id", u.c.id, "method", method, "err", err)
+		}
 	}
+	u.mu.Lock()
+	ctx := u.ctx
+	u.mu.Unlock()
+	if fastFrom(ctx) != nil {
+		go func() { send(u.current()) }()
+		return
+	}
+	send(ctx)
 }
 
 func originMessage(server, msg string) string {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 
@@ -189,6 +190,7 @@ func (b *Broker) applyCatalog(s *tools.Snapshot) {
 		}()
 		if b.fast != nil {
 			b.fast.setTools(fast)
+			b.fast.staleAll()
 		}
 		b.log.Info("tool catalog updated", "tools", len(st))
 	}
@@ -211,6 +213,9 @@ func (b *Broker) applyCatalog(s *tools.Snapshot) {
 		b.lastResources = sum
 		b.mcp.SetResources(sr...)
 		b.mcp.SetResourceTemplates(stt...)
+		if b.fast != nil {
+			b.fast.staleAll() // list_changed queued for every session
+		}
 	}
 
 	promptSum := sha256.New()
@@ -223,6 +228,9 @@ func (b *Broker) applyCatalog(s *tools.Snapshot) {
 	if sum := string(promptSum.Sum(nil)); sum != b.lastPrompts {
 		b.lastPrompts = sum
 		b.mcp.SetPrompts(sp...)
+		if b.fast != nil {
+			b.fast.staleAll() // list_changed queued for every session
+		}
 	}
 }
 
@@ -328,6 +336,13 @@ type rpcPeek struct {
 
 func (b *Broker) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if reboundHost(r) {
+			// mcp-go's DNS-rebinding protection, here so that no path
+			// (the fast lane included) skips it: a loopback listener
+			// answers only loopback Host names.
+			http.Error(w, fmt.Sprintf("Forbidden: invalid Host header %q", r.Host), http.StatusForbidden)
+			return
+		}
 		if !b.originAllowed(r) {
 			b.recordPreAuth(r.Context(), audit.Event{Type: audit.RequestRejected, Decision: audit.DecisionDeny,
 				Detail: "origin not allowed: " + truncate(r.Header.Get("Origin"), 100)})
@@ -406,12 +421,6 @@ func (b *Broker) guard(next http.Handler) http.Handler {
 				b.fast.cancel(sid, m.Params.RequestID)
 			}
 		}
-		if b.serveFast(w, r, ctx, sid, body, next) {
-			return
-		}
-		if b.fast != nil && sid != "" {
-			b.fast.touched(sid)
-		}
 		if r.Method == http.MethodPost && sid == "" && !bytes.Contains(body, modernMetaKey) {
 			// Neither a 2025-11-25 session nor a 2026-07-28 request: only
 			// initialize may start one. A JSON-RPC 4xx lets clients that
@@ -429,9 +438,78 @@ func (b *Broker) guard(next http.Handler) http.Handler {
 				return
 			}
 		}
+		if b.serveFast(w, r, ctx, sid, body, next) {
+			return
+		}
+		if b.fast != nil && sid != "" && r.Method == http.MethodPost && !isModernRequest(r.Header, body) {
+			// A 2025-11-25 request or notification that mcp-go accepts
+			// restarts its idle clock for the session (a client's response
+			// does not, nor does a refusal).
+			var m rpcPeek
+			if json.Unmarshal(body, &m) == nil && m.Method != "" {
+				sw := &statusWriter{ResponseWriter: w}
+				next.ServeHTTP(sw, r.WithContext(ctx))
+				if sw.status < http.StatusBadRequest {
+					b.fast.touched(sid)
+				}
+				return
+			}
+		}
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
+
+// reboundHost is mcp-go's DNS-rebinding test: a request that reached a
+// loopback listener under a Host name that is not loopback.
+func reboundHost(r *http.Request) bool {
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok || local == nil {
+		return false
+	}
+	return loopbackAddr(local.String()) && !loopbackAddr(r.Host)
+}
+
+// loopbackAddr is mcp-go's isLoopbackHost: host[:port], localhost or a
+// loopback IP.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = strings.Trim(addr, "[]")
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// statusWriter notes the status mcp-go answers with.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // isModernRequest reports whether mcp-go will serve the request as
 // 2026-07-28 (session-less), deciding exactly as its detectRequestEra does.

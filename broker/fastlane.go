@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"runtime/debug"
 	"sync"
@@ -17,21 +18,26 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 )
 
-// The fast lane serves the most common request, a 2025-11-25 tools/call
-// over streamable HTTP, without mcp-go's request machinery (which parses
-// each message four or five times and starts a goroutine and channels per
-// request): the guard has already authenticated the request, read the body
-// and checked the session; the lane parses the envelope once, runs the same
-// tool pipeline (toolHandler) and writes the JSON-RPC response itself.
+// The fast lane serves the most common request, a tools/call over
+// streamable HTTP (2025-11-25 with a session, or 2026-07-28), without
+// mcp-go's request machinery (which parses each message four or five times
+// and starts a goroutine and channels per request): the guard has already
+// authenticated the request, read the body and checked the session; the lane
+// parses the envelope once, runs the same tool pipeline (toolHandler) and
+// writes the JSON-RPC response itself.
 //
 // Anything the lane does not handle goes to mcp-go unchanged: other
-// methods, batches, progress tokens, MRTR state, unknown tools, the broker's
-// own tools, 2026-07-28 requests. And when a call turns out to need the
-// agent's session mid-call (a downstream's elicitation, sampling, roots or
-// notification, or an in-band approval prompt), the lane hands the HTTP
-// request over to mcp-go, whose tool handler adopts the call in flight
-// (adoptKey): the relay then runs on mcp-go's session exactly as it does
-// for a call that came through mcp-go, and mcp-go writes the response.
+// methods, batches, progress tokens, log levels, MRTR state, unknown tools,
+// the broker's own tools, task-augmented tools, and whatever mcp-go would
+// refuse. And when a 2025-11-25 call turns out to need the agent's session
+// mid-call (a downstream's elicitation, sampling, roots or notification, or
+// an in-band approval prompt), the lane hands the HTTP request over to
+// mcp-go, whose tool handler adopts the call in flight (adoptKey): the relay
+// then runs on mcp-go's session exactly as it does for a call that came
+// through mcp-go, and mcp-go writes the response. If mcp-go refuses the
+// handed-over request instead (the session ended meanwhile), its answer is
+// discarded, the relay fails, and the lane answers with the call's result.
+// A 2026-07-28 call is never handed over: its relays are MRTR results.
 type fastLane struct {
 	mu       sync.Mutex
 	tools    map[string]server.ServerTool  // exposed name → definition and pipeline
@@ -45,8 +51,13 @@ type fastLane struct {
 	served, handedOver atomic.Int64 // calls taken; of those, handed to mcp-go
 }
 
-func newFastLane(idleTTL time.Duration) *fastLane {
-	age := idleTTL / 4
+// newFastLane makes the lane. A session's 2025-11-25 calls take the lane
+// while mcp-go's idle clock for it is younger than touchAge, so that a call
+// started on the lane ends (callTimeout) before mcp-go could think the
+// session idle: touchAge = min(idleTTL/4, idleTTL - callTimeout - 10s); at
+// or below zero, legacy calls never take the lane.
+func newFastLane(idleTTL, callTimeout time.Duration) *fastLane {
+	age := min(idleTTL/4, idleTTL-callTimeout-10*time.Second)
 	if idleTTL <= 0 { // no idle expiry: nothing to keep fresh
 		age = time.Duration(1<<63 - 1)
 	}
@@ -97,6 +108,11 @@ func (f *fastLane) fresh(sid string) bool {
 
 func (f *fastLane) forget(sid string) { f.lastSlow.Delete(sid) }
 
+// staleAll sends every session's next request through mcp-go, which
+// delivers what it queued for the session (list_changed after a catalog
+// change) with the response.
+func (f *fastLane) staleAll() { f.lastSlow.Clear() }
+
 // cancel cancels the lane's call with this session and request id, if any
 // (notifications/cancelled; mcp-go does the same for its own calls).
 func (f *fastLane) cancel(sid string, id json.RawMessage) {
@@ -136,6 +152,32 @@ func inflightKey(sid string, id json.RawMessage) (string, bool) {
 	return "", false
 }
 
+// idPreserved reports whether mcp-go would echo id byte for byte: a string,
+// or an integer that a float64 holds exactly (mcp-go decodes numbers into
+// float64: 1e999 fails, 123456789012345678901 comes back rounded).
+func idPreserved(id json.RawMessage) bool {
+	id = bytes.TrimSpace(id)
+	if len(id) == 0 {
+		return false
+	}
+	if id[0] == '"' {
+		return true
+	}
+	digits := id
+	if digits[0] == '-' {
+		digits = digits[1:]
+	}
+	if len(digits) == 0 || len(digits) > 15 || len(digits) > 1 && digits[0] == '0' {
+		return false
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 // fastCall is one call on the lane, until mcp-go adopts it.
 type fastCall struct {
 	sid     string
@@ -146,6 +188,7 @@ type fastCall struct {
 	adopOne sync.Once
 	actx    context.Context
 	result  chan *mcp.CallToolResult // the pipeline's result (buffered)
+	cancel  context.CancelFunc       // cancels the pipeline
 }
 
 type fastKey struct{}
@@ -200,7 +243,11 @@ func (fc *fastCall) await(ctx context.Context) (*mcp.CallToolResult, error) {
 	case res := <-fc.result:
 		return res, nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		// Cancelled (notifications/cancelled, the stream closed): the
+		// pipeline is cancelled too, and its answer (recorded as such) is
+		// the answer, as for a call that came through mcp-go.
+		fc.cancel()
+		return <-fc.result, nil
 	}
 }
 
@@ -236,7 +283,7 @@ func (b *Broker) serveFast(w http.ResponseWriter, r *http.Request, ctx context.C
 	} else if sid == "" || !f.fresh(sid) {
 		return false
 	}
-	if ct := r.Header.Get("Content-Type"); ct != "application/json" && !bytes.HasPrefix([]byte(ct), []byte("application/json;")) {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 		return false
 	}
 	var env fastRequest
@@ -244,7 +291,7 @@ func (b *Broker) serveFast(w http.ResponseWriter, r *http.Request, ctx context.C
 		return false
 	}
 	key, ok := inflightKey(sid, env.ID)
-	if !ok {
+	if !ok || !idPreserved(env.ID) {
 		return false
 	}
 	var params map[string]json.RawMessage
@@ -265,8 +312,13 @@ func (b *Broker) serveFast(w http.ResponseWriter, r *http.Request, ctx context.C
 				req.Params.Arguments = v
 			}
 		case "_meta":
-			if json.Unmarshal(v, &req.Params.Meta) != nil || req.Params.Meta != nil && req.Params.Meta.ProgressToken != nil ||
-				!modern && bytes.Contains(v, modernMetaKey) {
+			if json.Unmarshal(v, &req.Params.Meta) != nil {
+				return false
+			}
+			if m := req.Params.Meta; m != nil && (m.ProgressToken != nil || m.LogLevel() != "" || !modern && m.ProtocolVersion() != "") {
+				// Progress and log messages stream to the agent; a
+				// 2025-11-25 request declaring a version in _meta is
+				// mcp-go's to judge.
 				return false
 			}
 		default: // requestState, inputResponses, task, …: mcp-go's
@@ -282,21 +334,21 @@ func (b *Broker) serveFast(w http.ResponseWriter, r *http.Request, ctx context.C
 			mcp.ValidateStandardHeaders(r.Header.Get, v, mcp.MethodToolsCall, env.Params) != nil {
 			return false
 		}
-		def := f.def(req.Params.Name)
-		if def == nil || mcp.ValidateParamHeadersLookup(lookupHeader(r.Header), def, env.Params) != nil {
+		if def := f.def(req.Params.Name); def == nil || mcp.ValidateParamHeadersLookup(lookupHeader(r.Header), def, env.Params) != nil {
 			return false
 		}
 		info = &server.RequestProtocolInfo{Modern: true, ProtocolVersion: v, ClientInfo: m.ClientInfo(),
 			ClientCapabilities: m.ClientCapabilities(), LogLevel: m.LogLevel()}
 	}
-	handler := f.tool(req.Params.Name)
-	if handler == nil {
-		return false
+	handler, def := f.tool(req.Params.Name), f.def(req.Params.Name)
+	if handler == nil || def == nil || def.Execution != nil && def.Execution.TaskSupport == mcp.TaskSupportRequired {
+		return false // mcp-go refuses a task-required tool called without a task
 	}
 
-	fc := &fastCall{sid: sid, modern: modern, need: make(chan struct{}), adopted: make(chan struct{}), result: make(chan *mcp.CallToolResult, 1)}
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	fc := &fastCall{sid: sid, modern: modern, need: make(chan struct{}), adopted: make(chan struct{}),
+		result: make(chan *mcp.CallToolResult, 1), cancel: cancel}
 	if modern {
 		// Relays go back as input_required results (MRTR): the call never
 		// needs a session, and closing the stream is how it is cancelled.
@@ -344,10 +396,77 @@ func (b *Broker) serveFast(w http.ResponseWriter, r *http.Request, ctx context.C
 		f.handedOver.Add(1)
 		r2 := r.WithContext(context.WithValue(ctx, adoptKey{}, fc))
 		r2.Body = io.NopCloser(bytes.NewReader(body))
-		next.ServeHTTP(w, r2)
-		fc.markAdopted(nil) // mcp-go never reached the handler: relays fail
+		hw := &handoverWriter{w: w, fc: fc, h: http.Header{}}
+		next.ServeHTTP(hw, r2)
+		fc.markAdopted(nil) // no-op if adopted; else relays fail from now on
+		if !hw.passed() {
+			// mcp-go refused the request before its tool handler (the
+			// session ended meanwhile): what it wrote is discarded and the
+			// lane answers with the call's result, which already ran.
+			b.log.Warn("hand-over to the agent's session refused; answering on the fast lane", "session", sid, "status", hw.status)
+			res := <-fc.result
+			if modern {
+				b.decorateModern(res)
+			}
+			writeFastResult(w, env.ID, res, b)
+		}
 	}
 	return true
+}
+
+// handoverWriter is what mcp-go writes to for a handed-over request: held
+// back until its tool handler adopts the call, then passed through.
+type handoverWriter struct {
+	w      http.ResponseWriter
+	fc     *fastCall
+	h      http.Header
+	status int
+	wrote  bool // headers passed through
+}
+
+// passed reports whether mcp-go's response goes to the agent: the call was
+// adopted (and so its handler, not a refusal, produces the response).
+func (hw *handoverWriter) passed() bool {
+	select {
+	case <-hw.fc.adopted:
+		return hw.fc.actx != nil
+	default:
+		return false
+	}
+}
+
+func (hw *handoverWriter) Header() http.Header { return hw.h }
+
+func (hw *handoverWriter) WriteHeader(code int) {
+	if hw.status == 0 {
+		hw.status = code
+	}
+	if !hw.passed() || hw.wrote {
+		return
+	}
+	hw.wrote = true
+	for k, v := range hw.h {
+		hw.w.Header()[k] = v
+	}
+	hw.w.WriteHeader(code)
+}
+
+func (hw *handoverWriter) Write(p []byte) (int, error) {
+	if !hw.passed() {
+		return len(p), nil
+	}
+	if !hw.wrote {
+		hw.WriteHeader(http.StatusOK)
+	}
+	return hw.w.Write(p)
+}
+
+func (hw *handoverWriter) Flush() {
+	if hw.passed() && hw.wrote {
+		if f, ok := hw.w.(http.Flusher); ok {
+			f.Flush()
+		}
+	}
 }
 
 func writeFastResult(w http.ResponseWriter, id json.RawMessage, res *mcp.CallToolResult, b *Broker) {

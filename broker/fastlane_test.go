@@ -172,7 +172,7 @@ func TestFastLane(t *testing.T) {
 }
 
 func TestFastLaneKeepsSessionsFresh(t *testing.T) {
-	f := newFastLane(4 * time.Second)
+	f := newFastLane(4*time.Minute, time.Minute)
 	if f.fresh("s") {
 		t.Fatal("unknown session fresh")
 	}
@@ -182,7 +182,7 @@ func TestFastLaneKeepsSessionsFresh(t *testing.T) {
 	}
 	f.lastSlow.Load("s")
 	v, _ := f.lastSlow.Load("s")
-	v.(interface{ Store(int64) }).Store(time.Now().Add(-2 * time.Second).UnixNano())
+	v.(interface{ Store(int64) }).Store(time.Now().Add(-2 * time.Minute).UnixNano())
 	if f.fresh("s") {
 		t.Fatal("session last seen by mcp-go half a TTL ago still fresh")
 	}
@@ -256,12 +256,17 @@ func TestFastLaneMatchesMCPGo(t *testing.T) {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
+		if h, ok := hdr["Host"]; ok {
+			req.Host = h
+		}
 		req.Header.Set("Accept", "application/json, text/event-stream")
 		if sid != "" {
 			req.Header.Set(server.HeaderKeySessionID, sid)
 		}
 		for k, v := range hdr {
-			req.Header.Set(k, v)
+			if k != "Host" {
+				req.Header.Set(k, v)
+			}
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -298,11 +303,47 @@ func TestFastLaneMatchesMCPGo(t *testing.T) {
 		{"legacy unknown tool", false, lh, `{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"asker__nope","arguments":{}}}`, false},
 		{"legacy denied", false, lh, `{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"secret"}}}`, true},
 		{"modern denied", true, mh, `{"jsonrpc":"2.0","id":13,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"secret"},` + modernMeta + `}}`, true},
+		{"legacy, escaped 2026-07-28 _meta key", false, lh, `{"jsonrpc":"2.0","id":14,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"},"_meta":{"io.modelcontextprotocol\/protocolVersion":"2026-07-28"}}}`, false},
+		{"modern, escaped _meta key", true, mh, `{"jsonrpc":"2.0","id":15,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"},"_meta":{"io.modelcontextprotocol\/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`, false},
+		{"legacy id 1e999", false, lh, `{"jsonrpc":"2.0","id":1e999,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"}}}`, false},
+		{"legacy id beyond float64", false, lh, `{"jsonrpc":"2.0","id":123456789012345678901,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"}}}`, false},
+		{"legacy negative id", false, lh, `{"jsonrpc":"2.0","id":-3,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"}}}`, true},
+		{"legacy log level in _meta", false, lh, `{"jsonrpc":"2.0","id":16,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"},"_meta":{"io.modelcontextprotocol/logLevel":"debug"}}}`, false},
 		{"modern call", true, mh, `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"},` + modernMeta + `}}`, true},
 		{"modern header mismatch", true, map[string]string{mcp.HeaderProtocolVersion: "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "asker__other"},
 			`{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"},` + modernMeta + `}}`, false},
 		{"modern without capabilities", true, mh, `{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`, false},
 	}
+	withHdr := func(h map[string]string, k, v string) map[string]string {
+		out := map[string]string{k: v}
+		for hk, hv := range h {
+			out[hk] = hv
+		}
+		return out
+	}
+	cases = append(cases,
+		struct {
+			name    string
+			modern  bool
+			hdr     map[string]string
+			body    string
+			viaLane bool
+		}{"legacy, rebound Host", false, withHdr(lh, "Host", "rebound.attacker.example"), `{"jsonrpc":"2.0","id":17,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"}}}`, false},
+		struct {
+			name    string
+			modern  bool
+			hdr     map[string]string
+			body    string
+			viaLane bool
+		}{"modern, rebound Host", true, withHdr(mh, "Host", "rebound.attacker.example:80"), `{"jsonrpc":"2.0","id":18,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"},` + modernMeta + `}}`, false},
+		struct {
+			name    string
+			modern  bool
+			hdr     map[string]string
+			body    string
+			viaLane bool
+		}{"legacy, Content-Type with a bad parameter", false, withHdr(lh, "Content-Type", "application/json; charset"), `{"jsonrpc":"2.0","id":19,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"}}}`, false},
+	)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			before := fast.fast.served.Load()
@@ -322,4 +363,90 @@ func TestFastLaneMatchesMCPGo(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFastLaneHandoverRefused: when mcp-go refuses a handed-over request
+// (here the session ended while the call ran, then the downstream sent a
+// log message, which needs the session), the call's result, which already
+// happened downstream, is still the answer, and is recorded as such.
+func TestFastLaneHandoverRefused(t *testing.T) {
+	dir := t.TempDir()
+	pol := `@id("u") permit (principal is Broker::User, action, resource);
+@id("a") permit (principal is Broker::Agent, action, resource);`
+	if err := os.WriteFile(filepath.Join(dir, "p.cedar"), []byte(pol), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	ds := server.NewMCPServer("slow", "1", server.WithLogging())
+	ds.AddTool(mcp.NewTool("work"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		close(entered)
+		<-release
+		_ = server.ServerFromContext(ctx).SendNotificationToClient(ctx, "notifications/message", map[string]any{"level": "info", "data": "working"})
+		return mcp.NewToolResultText("side effect done"), nil
+	})
+	cfg := Defaults()
+	cfg.Policies = dir
+	cfg.Identity = IdentityConfig{Mode: "dev", DefaultAgent: "spiffe://t.local/agent/a", DefaultInitiator: "alice"}
+	cfg.Servers = []ServerConfig{{Name: "slow", Transport: "in-process", inProcess: "slow"}}
+	cfg.inProcess = map[string]*server.MCPServer{"slow": ds}
+	b, url := runBroker(t, cfg)
+
+	post := func(sid, body string) (int, string, string) {
+		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set(mcp.HeaderProtocolVersion, mcp.ProtocolVersion20251125)
+		if sid != "" {
+			req.Header.Set(server.HeaderKeySessionID, sid)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			return 0, "", ""
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(out), resp.Header.Get(server.HeaderKeySessionID)
+	}
+	_, _, sid := post("", `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+	post(sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+
+	type answer struct {
+		code int
+		body string
+	}
+	got := make(chan answer, 1)
+	go func() {
+		c, out, _ := post(sid, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow__work"}}`)
+		got <- answer{c, out}
+	}()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("downstream tool not called")
+	}
+	if _, err := b.sessions.Terminate(sid); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	a := <-got
+	if a.code != http.StatusOK || !strings.Contains(a.body, "side effect done") || !strings.Contains(a.body, `"id":1`) {
+		t.Fatalf("answer %d %s", a.code, a.body)
+	}
+	if b.fast.handedOver.Load() != 1 {
+		t.Fatalf("handed over %d times, want 1", b.fast.handedOver.Load())
+	}
+	entries, err := b.ledger.List(context.Background(), audit.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Event.Type == audit.CallCompleted && e.Event.Target == "slow__work" {
+			if e.Event.Status != audit.StatusOK {
+				t.Fatalf("completed %s", e.Event.Status)
+			}
+			return
+		}
+	}
+	t.Fatal("no call.completed record")
 }
