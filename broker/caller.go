@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -131,24 +132,38 @@ func (u *upstream) ListRoots(ctx context.Context, req mcp.ListRootsRequest) (*mc
 }
 
 // Notify forwards progress and log notifications. mcp-go's send is
-// non-blocking (a full session queue drops), and a fast-lane call's
-// hand-over to mcp-go happens off the caller's goroutine, so this never
-// stalls the downstream reader.
+// non-blocking (a full session queue drops). For a fast-lane call the first
+// notification hands the call over to mcp-go; the downstream's reader waits
+// for that (at most notifyHandover), so that the notification still reaches
+// the agent before the result that follows it on the same stream.
 func (u *upstream) Notify(method string, params map[string]any) {
-	send := func(ctx context.Context) {
-		if err := u.b.mcp.SendNotificationToClient(ctx, method, params); err != nil {
-			u.b.log.Debug("notification to agent dropped", "call_id", u.c.id, "method", method, "err", err)
-		}
-	}
 	u.mu.Lock()
 	ctx := u.ctx
 	u.mu.Unlock()
 	if fastFrom(ctx) != nil {
-		go func() { send(u.current()) }()
-		return
+		hctx, cancel := context.WithTimeout(ctx, notifyHandover)
+		sctx, err := sessionCtx(hctx)
+		cancel()
+		if err != nil {
+			u.b.log.Debug("notification to agent dropped: no session in time", "call_id", u.c.id, "method", method, "err", err)
+			return
+		}
+		u.mu.Lock()
+		if u.ctx == ctx {
+			u.ctx = sctx
+		}
+		u.mu.Unlock()
+		ctx = sctx
 	}
-	send(ctx)
+	if err := u.b.mcp.SendNotificationToClient(ctx, method, params); err != nil {
+		u.b.log.Debug("notification to agent dropped", "call_id", u.c.id, "method", method, "err", err)
+	}
 }
+
+// notifyHandover bounds how long a notification holds the downstream's
+// reader while its fast-lane call is handed over to mcp-go (a local step:
+// microseconds normally).
+const notifyHandover = time.Second
 
 func originMessage(server, msg string) string {
 	return fmt.Sprintf("[%s, via mcpbroker] %s", server, msg)
