@@ -36,8 +36,9 @@ func TestFastLane(t *testing.T) {
 	ds.AddTool(mcp.NewTool("echo", mcp.WithString("text")), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		return mcp.NewToolResultText(req.GetString("text", "")), nil
 	})
-	hung := make(chan error, 1)
+	hung, hanging := make(chan error, 1), make(chan struct{}, 1)
 	ds.AddTool(mcp.NewTool("hang"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		hanging <- struct{}{}
 		<-ctx.Done()
 		hung <- ctx.Err()
 		return nil, ctx.Err()
@@ -86,7 +87,11 @@ func TestFastLane(t *testing.T) {
 	hctx, hcancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { _, err := call(hctx, "asker__hang", nil, nil); done <- err }()
-	time.Sleep(300 * time.Millisecond)
+	select { // the call is at the downstream
+	case <-hanging:
+	case <-time.After(10 * time.Second):
+		t.Fatal("hang not called")
+	}
 	hcancel()
 	select {
 	case err := <-hung:
@@ -119,7 +124,11 @@ func TestFastLane(t *testing.T) {
 		resp.Body.Close()
 		raw <- string(out)
 	}()
-	time.Sleep(300 * time.Millisecond)
+	select { // the call is at the downstream
+	case <-hanging:
+	case <-time.After(10 * time.Second):
+		t.Fatal("hang not called")
+	}
 	resp, err := post(ctx, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"h-1","reason":"test"}}`)
 	if err != nil {
 		t.Fatal(err)
