@@ -185,3 +185,46 @@ func BenchmarkFaceGuard(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFastLane is a whole 2026-07-28 tools/call over the HTTP face
+// (guard, decode, admit with three passes, decision record, forward to the
+// in-process kv server, outcome record, encode; records not fsynced),
+// served by the fast lane (path=lane) or by mcp-go (path=mcp-go, the lane
+// off), in memory with httptest: the difference is the lane's saving.
+func BenchmarkFastLane(b *testing.B) {
+	r := newBenchRig(b, true)
+	stream := server.NewStreamableHTTPServer(r.b.mcp, server.WithSessionIdManager(r.b.sessions))
+	body := []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"kv__get","arguments":{"key":"k","path":"/srv/a/../b"},` +
+		`"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}`)
+	lane := r.b.fast
+	for _, path := range []string{"lane", "mcp-go"} {
+		b.Run("path="+path, func(b *testing.B) {
+			r.b.fast = lane
+			if path == "mcp-go" {
+				r.b.fast = nil
+			}
+			h := r.b.guard(stream)
+			served := lane.served.Load()
+			b.ReportAllocs()
+			for b.Loop() {
+				req := httptest.NewRequest(http.MethodPost, "/mcp", bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Accept", "application/json, text/event-stream")
+				req.Header.Set("Authorization", "Bearer coder-token-1")
+				req.Header.Set(HeaderTask, r.handle)
+				req.Header.Set(mcp.HeaderProtocolVersion, "2026-07-28")
+				req.Header.Set("Mcp-Method", "tools/call")
+				req.Header.Set("Mcp-Name", "kv__get")
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, req)
+				if w.Code != http.StatusOK || !bytes.Contains(w.Body.Bytes(), []byte("value of k")) {
+					b.Fatalf("status %d: %s", w.Code, w.Body)
+				}
+			}
+			if got := lane.served.Load() - served; (path == "lane") != (got > 0) {
+				b.Fatalf("lane served %d calls on path %s", got, path)
+			}
+		})
+	}
+	r.b.fast = lane
+}
