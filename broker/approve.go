@@ -332,6 +332,14 @@ func (b *Broker) approveCall(ctx context.Context, c *call, req mcp.CallToolReque
 		log.Info("call covered by an earlier approval", "approval", r.ID, "scope", r.Scope, "approver", r.Approver)
 		return nil, &policies.Approval{Granted: true, Approver: r.Approver, CallID: c.id}, ""
 	}
+	if plan.mode != planApprover {
+		// Asking in band needs the agent's session (its capabilities,
+		// and the elicitation): a fast-lane call is handed to mcp-go now,
+		// and only now.
+		if sctx, err := sessionCtx(ctx); err == nil {
+			ctx = sctx
+		}
+	}
 	inBand := plan.mode != planApprover && canElicit(ctx)
 	if plan.mode == planInitiator && !inBand {
 		log.Info("approval impossible: only the initiator may approve and the agent cannot elicit")

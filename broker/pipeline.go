@@ -353,9 +353,6 @@ func (b *Broker) toolHandler(t tools.Tool) server.ToolHandlerFunc {
 		}
 		c, reason := b.admit(ctx, "tools/call", policies.ActionCallTool, target, raw, req.Params.Meta)
 		if reason == ReasonApprovalRequired {
-			if actx, err := sessionCtx(ctx); err == nil {
-				ctx = actx // a fast-lane call asks on the agent's session
-			}
 			// The approval stage: a human decides, in band (elicitation)
 			// or out of band. pending is an answer the agent must get
 			// first (input_required); otherwise there is a decision.
