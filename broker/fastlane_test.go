@@ -375,9 +375,10 @@ func TestFastLaneMatchesMCPGo(t *testing.T) {
 }
 
 // TestFastLaneHandoverRefused: when mcp-go refuses a handed-over request
-// (here the session ended while the call ran, then the downstream sent a
-// log message, which needs the session), the call's result, which already
-// happened downstream, is still the answer, and is recorded as such.
+// (here the session ended while the call ran, then the downstream asked
+// the agent a question, which needs the session), the relay fails and the
+// call's result, which already happened downstream, is still the answer,
+// and is recorded as such.
 func TestFastLaneHandoverRefused(t *testing.T) {
 	dir := t.TempDir()
 	pol := `@id("u") permit (principal is Broker::User, action, resource);
@@ -390,7 +391,13 @@ func TestFastLaneHandoverRefused(t *testing.T) {
 	ds.AddTool(mcp.NewTool("work"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		close(entered)
 		<-release
-		_ = server.ServerFromContext(ctx).SendNotificationToClient(ctx, "notifications/message", map[string]any{"level": "info", "data": "working"})
+		// A question for the agent: the downstream waits for the relay,
+		// so the hand-over happens before the result, every time.
+		_, err := server.ServerFromContext(ctx).RequestElicitation(ctx, mcp.ElicitationRequest{Params: mcp.ElicitationParams{
+			Message: "go on?", RequestedSchema: map[string]any{"type": "object", "properties": map[string]any{}}}})
+		if err == nil {
+			return mcp.NewToolResultError("the elicitation reached an ended session"), nil
+		}
 		return mcp.NewToolResultText("side effect done"), nil
 	})
 	cfg := Defaults()
