@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strings"
 
@@ -469,18 +468,14 @@ func reboundHost(r *http.Request) bool {
 	return loopbackAddr(local.String()) && !loopbackAddr(r.Host)
 }
 
-// loopbackAddr is mcp-go's isLoopbackHost: host[:port], localhost or a
-// loopback IP.
+// loopbackAddr is mcp-go's isLoopbackHost: host[:port] naming localhost or
+// a loopback IP.
 func loopbackAddr(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		host = strings.Trim(addr, "[]")
 	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
+	return isLoopbackHost(strings.ToLower(host))
 }
 
 // statusWriter notes the status mcp-go answers with.

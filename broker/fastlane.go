@@ -71,22 +71,12 @@ func (f *fastLane) setTools(m map[string]server.ServerTool) {
 	f.mu.Unlock()
 }
 
-func (f *fastLane) tool(name string) server.ToolHandlerFunc {
+// tool is the catalog entry the lane serves under name, if any.
+func (f *fastLane) tool(name string) (server.ServerTool, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if t, ok := f.tools[name]; ok {
-		return t.Handler
-	}
-	return nil
-}
-
-func (f *fastLane) def(name string) *mcp.Tool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if t, ok := f.tools[name]; ok {
-		return &t.Tool
-	}
-	return nil
+	t, ok := f.tools[name]
+	return t, ok
 }
 
 // touched notes that sid's request goes through mcp-go now.
@@ -325,6 +315,10 @@ func (b *Broker) serveFast(w http.ResponseWriter, r *http.Request, ctx context.C
 			return false
 		}
 	}
+	tool, ok := f.tool(req.Params.Name)
+	if !ok || tool.Tool.Execution != nil && tool.Tool.Execution.TaskSupport == mcp.TaskSupportRequired {
+		return false // unknown here, or task-required (mcp-go refuses it without a task)
+	}
 	var info *server.RequestProtocolInfo
 	if modern {
 		// What mcp-go checks and puts in the context for a 2026-07-28
@@ -334,16 +328,13 @@ func (b *Broker) serveFast(w http.ResponseWriter, r *http.Request, ctx context.C
 			mcp.ValidateStandardHeaders(r.Header.Get, v, mcp.MethodToolsCall, env.Params) != nil {
 			return false
 		}
-		if def := f.def(req.Params.Name); def == nil || mcp.ValidateParamHeadersLookup(lookupHeader(r.Header), def, env.Params) != nil {
+		if mcp.ValidateParamHeadersLookup(lookupHeader(r.Header), &tool.Tool, env.Params) != nil {
 			return false
 		}
 		info = &server.RequestProtocolInfo{Modern: true, ProtocolVersion: v, ClientInfo: m.ClientInfo(),
 			ClientCapabilities: m.ClientCapabilities(), LogLevel: m.LogLevel()}
 	}
-	handler, def := f.tool(req.Params.Name), f.def(req.Params.Name)
-	if handler == nil || def == nil || def.Execution != nil && def.Execution.TaskSupport == mcp.TaskSupportRequired {
-		return false // mcp-go refuses a task-required tool called without a task
-	}
+	handler := tool.Handler
 
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -105,35 +105,18 @@ func TestFastLane(t *testing.T) {
 
 	// notifications/cancelled with the session cancels a lane call whose
 	// HTTP request is still open.
-	post := func(ctx context.Context, body string) (*http.Response, error) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set(server.HeaderKeySessionID, tr.GetSessionId())
-		req.Header.Set(mcp.HeaderProtocolVersion, mcp.ProtocolVersion20251125)
-		return http.DefaultClient.Do(req)
-	}
+	lh := map[string]string{mcp.HeaderProtocolVersion: mcp.ProtocolVersion20251125}
 	raw := make(chan string, 1)
 	go func() {
-		resp, err := post(ctx, `{"jsonrpc":"2.0","id":"h-1","method":"tools/call","params":{"name":"asker__hang"}}`)
-		if err != nil {
-			raw <- err.Error()
-			return
-		}
-		out, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		raw <- string(out)
+		_, out, _ := rawPost(t, ctx, url, tr.GetSessionId(), lh, `{"jsonrpc":"2.0","id":"h-1","method":"tools/call","params":{"name":"asker__hang"}}`)
+		raw <- out
 	}()
 	select { // the call is at the downstream
 	case <-hanging:
 	case <-time.After(10 * time.Second):
 		t.Fatal("hang not called")
 	}
-	resp, err := post(ctx, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"h-1","reason":"test"}}`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	rawPost(t, ctx, url, tr.GetSessionId(), lh, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"h-1","reason":"test"}}`)
 	select {
 	case <-hung:
 	case <-time.After(5 * time.Second):
@@ -263,38 +246,9 @@ func TestFastLaneMatchesMCPGo(t *testing.T) {
 
 	post := func(url, sid string, hdr map[string]string, body string) (int, string, http.Header) {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		if h, ok := hdr["Host"]; ok {
-			req.Host = h
-		}
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		if sid != "" {
-			req.Header.Set(server.HeaderKeySessionID, sid)
-		}
-		for k, v := range hdr {
-			if k != "Host" {
-				req.Header.Set(k, v)
-			}
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		out, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(out), resp.Header
+		return rawPost(t, context.Background(), url, sid, hdr, body)
 	}
-	legacy := func(url string) string {
-		_, _, h := post(url, "", nil, `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
-		sid := h.Get(server.HeaderKeySessionID)
-		if sid == "" {
-			t.Fatal("no session")
-		}
-		lh := map[string]string{mcp.HeaderProtocolVersion: "2025-11-25"}
-		post(url, sid, lh, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
-		return sid
-	}
+	legacy := func(url string) string { return rawSession(t, url) }
 	fastSID, slowSID := legacy(fastURL), legacy(slowURL)
 	lh := map[string]string{mcp.HeaderProtocolVersion: "2025-11-25"}
 	mh := map[string]string{mcp.HeaderProtocolVersion: "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "asker__echo"}
@@ -407,25 +361,8 @@ func TestFastLaneHandoverRefused(t *testing.T) {
 	cfg.inProcess = map[string]*server.MCPServer{"slow": ds}
 	b, url := runBroker(t, cfg)
 
-	post := func(sid, body string) (int, string, string) {
-		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set(mcp.HeaderProtocolVersion, mcp.ProtocolVersion20251125)
-		if sid != "" {
-			req.Header.Set(server.HeaderKeySessionID, sid)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Error(err)
-			return 0, "", ""
-		}
-		defer resp.Body.Close()
-		out, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(out), resp.Header.Get(server.HeaderKeySessionID)
-	}
-	_, _, sid := post("", `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
-	post(sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	lh := map[string]string{mcp.HeaderProtocolVersion: mcp.ProtocolVersion20251125}
+	sid := rawSession(t, url)
 
 	type answer struct {
 		code int
@@ -433,7 +370,7 @@ func TestFastLaneHandoverRefused(t *testing.T) {
 	}
 	got := make(chan answer, 1)
 	go func() {
-		c, out, _ := post(sid, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow__work"}}`)
+		c, out, _ := rawPost(t, context.Background(), url, sid, lh, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow__work"}}`)
 		got <- answer{c, out}
 	}()
 	select {
@@ -465,4 +402,51 @@ func TestFastLaneHandoverRefused(t *testing.T) {
 		}
 	}
 	t.Fatal("no call.completed record")
+}
+
+// rawPost posts body to url as a streamable-HTTP MCP client would (JSON,
+// both Accept types), in session sid if not empty, with hdr's headers
+// ("Host" sets the request's Host). It may run off the test goroutine:
+// failures are reported with t.Error and a zero answer.
+func rawPost(t *testing.T, ctx context.Context, url, sid string, hdr map[string]string, body string) (int, string, http.Header) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Error(err)
+		return 0, "", nil
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if sid != "" {
+		req.Header.Set(server.HeaderKeySessionID, sid)
+	}
+	for k, v := range hdr {
+		if k == "Host" {
+			req.Host = v
+		} else {
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Error(err)
+		return 0, "", nil
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(out), resp.Header
+}
+
+// rawSession opens a 2025-11-25 session on url (initialize, initialized)
+// with raw requests and returns its ID.
+func rawSession(t *testing.T, url string) string {
+	t.Helper()
+	_, _, h := rawPost(t, context.Background(), url, "", nil,
+		`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+	sid := h.Get(server.HeaderKeySessionID)
+	if sid == "" {
+		t.Fatal("initialize returned no session")
+	}
+	rawPost(t, context.Background(), url, sid, map[string]string{mcp.HeaderProtocolVersion: mcp.ProtocolVersion20251125},
+		`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	return sid
 }

@@ -2,11 +2,9 @@ package broker
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/mark3labs/mcp-go/server"
@@ -16,24 +14,6 @@ import (
 )
 
 // runBroker serves cfg until the returned stop is called.
-
-func rawPost(t *testing.T, url, sid, body string) *http.Response {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	if sid != "" {
-		req.Header.Set(server.HeaderKeySessionID, sid)
-		req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp
-}
 
 func adminPost(t *testing.T, dir, path string) int {
 	t.Helper()
@@ -58,20 +38,21 @@ func TestSessionsPersistAndRevoke(t *testing.T) {
 	cfg.Listen = "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
 	_, url, stop := startBroker(t, cfg)
-	resp := rawPost(t, url, "", initBody)
-	sid := resp.Header.Get(server.HeaderKeySessionID)
-	if resp.StatusCode != http.StatusOK || sid == "" {
-		t.Fatalf("initialize: %d %q", resp.StatusCode, sid)
+	code, _, h := rawPost(t, context.Background(), url, "", nil, initBody)
+	sid := h.Get(server.HeaderKeySessionID)
+	if code != http.StatusOK || sid == "" {
+		t.Fatalf("initialize: %d %q", code, sid)
 	}
 	const list = `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`
-	if r := rawPost(t, url, sid, list); r.StatusCode != http.StatusOK {
-		t.Fatalf("tools/list: %d", r.StatusCode)
+	v := map[string]string{"Mcp-Protocol-Version": "2025-06-18"}
+	if c, _, _ := rawPost(t, context.Background(), url, sid, v, list); c != http.StatusOK {
+		t.Fatalf("tools/list: %d", c)
 	}
 	stop()
 
 	_, url, stop = startBroker(t, cfg)
-	if r := rawPost(t, url, sid, list); r.StatusCode != http.StatusOK {
-		t.Fatalf("after restart: tools/list with the old session: %d", r.StatusCode)
+	if c, _, _ := rawPost(t, context.Background(), url, sid, v, list); c != http.StatusOK {
+		t.Fatalf("after restart: tools/list with the old session: %d", c)
 	}
 	if code := adminPost(t, cfg.DataDir, SessionsPath+"/"+sid+"/revoke"); code != http.StatusOK {
 		t.Fatalf("revoke: %d", code)
@@ -79,8 +60,8 @@ func TestSessionsPersistAndRevoke(t *testing.T) {
 	if code := adminPost(t, cfg.DataDir, SessionsPath+"/mcpb-nope/revoke"); code != http.StatusNotFound {
 		t.Fatalf("revoke unknown: %d", code)
 	}
-	if r := rawPost(t, url, sid, list); r.StatusCode != http.StatusForbidden {
-		t.Fatalf("revoked session: %d", r.StatusCode)
+	if c, _, _ := rawPost(t, context.Background(), url, sid, v, list); c != http.StatusForbidden {
+		t.Fatalf("revoked session: %d", c)
 	}
 	es := listLive(t, cfg.DataDir, audit.Filter{Type: audit.RequestRejected, Session: sid})
 	if len(es) == 0 || es[len(es)-1].Event.Detail != "session revoked" {
