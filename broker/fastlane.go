@@ -44,7 +44,7 @@ type fastLane struct {
 	inflight map[string]context.CancelFunc // session + request id → cancel
 	// lastSlow is when each session last went through mcp-go (which
 	// keeps its idle-session clock): the lane sends a session's request
-	// there when that is older than a quarter of the idle TTL.
+	// there when that is older than touchAge (newFastLane).
 	lastSlow sync.Map // session ID → *atomic.Int64 (unix nanos)
 	touchAge time.Duration
 
