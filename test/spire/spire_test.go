@@ -135,6 +135,19 @@ func (l *logBook) has(prefix, substr string) bool {
 	return false
 }
 
+// within waits up to d for a line has would find: a process's stderr is
+// copied into the book by another goroutine, after the fact.
+func (l *logBook) within(d time.Duration, prefix, substr string) bool {
+	for end := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
+		if l.has(prefix, substr) {
+			return true
+		}
+		if time.Now().After(end) {
+			return false
+		}
+	}
+}
+
 func (l *logBook) dump(t *testing.T) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -312,7 +325,7 @@ func TestRealSPIRE(t *testing.T) {
 			t.Fatalf("tools/call: %s", b)
 		}
 		t.Logf("first call through real SPIRE identities in %s", time.Since(t1).Round(time.Millisecond))
-		if !logs.has("notes:", "call echo mtls="+brokerID+" jwt-svid="+brokerID) {
+		if !logs.within(5*time.Second, "notes:", "call echo mtls="+brokerID+" jwt-svid="+brokerID) {
 			t.Fatal("notes-server did not see the broker's identity on both credentials")
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
