@@ -74,15 +74,6 @@ func scaleRequest(agents int) Request {
 
 var scaleSizes = []int{50, 500, 5000}
 
-func scaleSets(b *testing.B) map[int]*Set {
-	b.Helper()
-	sets := map[int]*Set{}
-	for _, n := range scaleSizes {
-		sets[n] = scaleSet(b, n)
-	}
-	return sets
-}
-
 // BenchmarkScalePass is one Cedar evaluation for one principal through the
 // index, with the request already turned into entities, context and index
 // candidates (as the Set's request cache keeps them).

@@ -3,7 +3,6 @@ package tools
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -525,12 +524,6 @@ func newHTTPClient() *http.Client {
 	// No Client.Timeout: it would also cut long SSE streams. Calls carry
 	// context deadlines instead.
 	return &http.Client{Transport: t}
-}
-
-// rawResult re-encodes v; used to keep results whole across the hop.
-func rawResult(v any) json.RawMessage {
-	b, _ := json.Marshal(v)
-	return b
 }
 
 // killGroup ends whatever is left of the stdio child's process group after

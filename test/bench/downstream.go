@@ -15,10 +15,9 @@ import (
 // its "text" argument; other arguments are read and dropped) and sleep
 // (waits "ms" milliseconds), plus Extra filler tools for tools/list scale.
 type Downstream struct {
-	URL  string
-	hs   *http.Server
-	ln   net.Listener
-	stop func()
+	URL string
+	hs  *http.Server
+	ln  net.Listener
 }
 
 // StartDownstream serves the downstream on a loopback port. Close stops it.
