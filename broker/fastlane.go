@@ -213,11 +213,19 @@ func sessionCtx(ctx context.Context) (context.Context, error) {
 	}
 }
 
+// markAdopted records that mcp-go's tool handler took the call over, on
+// its request context ctx.
 func (fc *fastCall) markAdopted(ctx context.Context) {
 	fc.adopOne.Do(func() {
 		fc.actx = ctx
 		close(fc.adopted)
 	})
+}
+
+// adoptionRefused ends the relays' wait for a hand-over that did not
+// happen (no-op once adopted): they fail from now on.
+func (fc *fastCall) adoptionRefused() {
+	fc.adopOne.Do(func() { close(fc.adopted) })
 }
 
 // adoptedCall, in a tool handler run by mcp-go, is the lane call this
@@ -389,7 +397,7 @@ func (b *Broker) serveFast(w http.ResponseWriter, r *http.Request, ctx context.C
 		r2.Body = io.NopCloser(bytes.NewReader(body))
 		hw := &handoverWriter{w: w, fc: fc, h: http.Header{}}
 		next.ServeHTTP(hw, r2)
-		fc.markAdopted(nil) // no-op if adopted; else relays fail from now on
+		fc.adoptionRefused()
 		if !hw.passed() {
 			// mcp-go refused the request before its tool handler (the
 			// session ended meanwhile): what it wrote is discarded and the
