@@ -241,6 +241,7 @@ func New(cfg Config, opts Options) (b *Broker, err error) {
 	b.mcp = b.newMCPServer()
 	if !opts.NoFastLane && !cfg.noFastLane {
 		b.fast = newFastLane(time.Duration(cfg.SessionIdleTTL), time.Duration(cfg.CallTimeout))
+		b.metrics.FastLane(b.fast.served.Load, b.fast.handedOver.Load)
 	}
 	b.pool.OnChange(b.applyCatalog)
 	return b, nil

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -133,6 +134,21 @@ func TestFastLane(t *testing.T) {
 	}
 	if b.fast.served.Load() != served {
 		t.Fatal("a call with a progress token was taken by the lane")
+	}
+
+	resp, err := http.Get(strings.TrimSuffix(url, "/mcp") + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prom, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		fmt.Sprintf("mcpbroker_fastlane_calls_total %d", b.fast.served.Load()),
+		"mcpbroker_fastlane_handovers_total 1",
+	} {
+		if !strings.Contains(string(prom), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 
 	entries, err := b.ledger.List(context.Background(), audit.Filter{})

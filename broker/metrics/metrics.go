@@ -193,6 +193,23 @@ func (m *Metrics) StoreCommits(stats func() (txs, writes uint64, busy time.Durat
 	}, func() float64 { _, _, b := stats(); return b.Seconds() }))
 }
 
+// FastLane registers counters of the tools/call fast lane, read at scrape
+// time: calls it served, and how many of those it handed over to mcp-go
+// mid-call (relays that needed the agent's session).
+func (m *Metrics) FastLane(served, handedOver func() int64) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: namespace, Name: "fastlane_calls_total",
+		Help: "tools/call requests served by the face's fast lane (the rest go through mcp-go).",
+	}, func() float64 { return float64(served()) }))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: namespace, Name: "fastlane_handovers_total",
+		Help: "Fast-lane calls handed over to mcp-go mid-call because a relay needed the agent's session.",
+	}, func() float64 { return float64(handedOver()) }))
+}
+
 // DownstreamHealth sets whether a downstream server is up.
 func (m *Metrics) DownstreamHealth(server string, up bool) {
 	if m == nil {
