@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -27,12 +25,6 @@ import (
 // cancelled call is cancelled downstream, a call with a progress token
 // goes through mcp-go, and every call has both its records.
 func TestFastLane(t *testing.T) {
-	dir := t.TempDir()
-	pol := `@id("u") permit (principal is Broker::User, action, resource);
-@id("a") permit (principal is Broker::Agent, action, resource);`
-	if err := os.WriteFile(filepath.Join(dir, "p.cedar"), []byte(pol), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	ds := askServer()
 	ds.AddTool(mcp.NewTool("echo", mcp.WithString("text")), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		return mcp.NewToolResultText(req.GetString("text", "")), nil
@@ -44,12 +36,7 @@ func TestFastLane(t *testing.T) {
 		hung <- ctx.Err()
 		return nil, ctx.Err()
 	})
-	cfg := Defaults()
-	cfg.Policies = dir
-	cfg.Identity = IdentityConfig{Mode: "dev", DefaultAgent: "spiffe://t.local/agent/a", DefaultInitiator: "alice"}
-	cfg.Servers = []ServerConfig{{Name: "asker", Transport: "in-process", inProcess: "asker"}}
-	cfg.inProcess = map[string]*server.MCPServer{"asker": ds}
-	b, url := runBroker(t, cfg)
+	b, url := runBroker(t, permissiveConfig(t, "", "asker", ds))
 
 	a := &answerer{}
 	tr, _ := transport.NewStreamableHTTP(url)
@@ -235,13 +222,6 @@ func TestCallIDsUniqueAndOrdered(t *testing.T) {
 // through mcp-go) answers, in both eras; what it does not take (a header
 // mcp-go refuses) is answered by mcp-go itself.
 func TestFastLaneMatchesMCPGo(t *testing.T) {
-	dir := t.TempDir()
-	pol := `@id("u") permit (principal is Broker::User, action, resource);
-@id("a") permit (principal is Broker::Agent, action, resource);
-@id("no-secret") forbid (principal, action, resource) when { resource.name == "asker__echo" && context.args has text && context.args.text == "secret" };`
-	if err := os.WriteFile(filepath.Join(dir, "p.cedar"), []byte(pol), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	start := func(noFast bool) (*Broker, string) {
 		ds := askServer()
 		ds.AddTool(mcp.NewTool("echo", mcp.WithString("text")), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
@@ -249,11 +229,9 @@ func TestFastLaneMatchesMCPGo(t *testing.T) {
 			res.StructuredContent = map[string]any{"echo": req.GetString("text", ""), "n": 1}
 			return res, nil
 		})
-		cfg := Defaults()
-		cfg.Policies = dir
-		cfg.Identity = IdentityConfig{Mode: "dev", DefaultAgent: "spiffe://t.local/agent/a", DefaultInitiator: "alice"}
-		cfg.Servers = []ServerConfig{{Name: "asker", Transport: "in-process", inProcess: "asker"}}
-		cfg.inProcess = map[string]*server.MCPServer{"asker": ds}
+		cfg := permissiveConfig(t,
+			`@id("no-secret") forbid (principal, action, resource) when { resource.name == "asker__echo" && context.args has text && context.args.text == "secret" };`,
+			"asker", ds)
 		cfg.noFastLane = noFast
 		return runBroker(t, cfg)
 	}
@@ -350,12 +328,6 @@ func TestFastLaneMatchesMCPGo(t *testing.T) {
 // call's result, which already happened downstream, is still the answer,
 // and is recorded as such.
 func TestFastLaneHandoverRefused(t *testing.T) {
-	dir := t.TempDir()
-	pol := `@id("u") permit (principal is Broker::User, action, resource);
-@id("a") permit (principal is Broker::Agent, action, resource);`
-	if err := os.WriteFile(filepath.Join(dir, "p.cedar"), []byte(pol), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	entered, release := make(chan struct{}), make(chan struct{})
 	ds := server.NewMCPServer("slow", "1", server.WithLogging())
 	ds.AddTool(mcp.NewTool("work"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
@@ -370,12 +342,7 @@ func TestFastLaneHandoverRefused(t *testing.T) {
 		}
 		return mcp.NewToolResultText("side effect done"), nil
 	})
-	cfg := Defaults()
-	cfg.Policies = dir
-	cfg.Identity = IdentityConfig{Mode: "dev", DefaultAgent: "spiffe://t.local/agent/a", DefaultInitiator: "alice"}
-	cfg.Servers = []ServerConfig{{Name: "slow", Transport: "in-process", inProcess: "slow"}}
-	cfg.inProcess = map[string]*server.MCPServer{"slow": ds}
-	b, url := runBroker(t, cfg)
+	b, url := runBroker(t, permissiveConfig(t, "", "slow", ds))
 
 	lh := map[string]string{mcp.HeaderProtocolVersion: mcp.ProtocolVersion20251125}
 	sid := rawSession(t, url)

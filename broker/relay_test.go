@@ -57,19 +57,28 @@ func startWith(t *testing.T, cfg Config) string {
 	return url
 }
 
-func TestElicitationRelayBothEras(t *testing.T) {
+// permissiveConfig is a broker config for tests: dev identity (agent a for
+// alice), policies that permit everything and then extra, and one
+// in-process downstream server s named name.
+func permissiveConfig(t *testing.T, extra, name string, s *server.MCPServer) Config {
+	t.Helper()
 	dir := t.TempDir()
 	pol := `@id("u") permit (principal is Broker::User, action, resource);
-@id("a") permit (principal is Broker::Agent, action, resource);`
+@id("a") permit (principal is Broker::Agent, action, resource);
+` + extra
 	if err := os.WriteFile(filepath.Join(dir, "p.cedar"), []byte(pol), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg := Defaults()
 	cfg.Policies = dir
 	cfg.Identity = IdentityConfig{Mode: "dev", DefaultAgent: "spiffe://t.local/agent/a", DefaultInitiator: "alice"}
-	cfg.Servers = []ServerConfig{{Name: "asker", Transport: "in-process", inProcess: "asker"}}
-	cfg.inProcess = map[string]*server.MCPServer{"asker": askServer()}
-	url := startWith(t, cfg)
+	cfg.Servers = []ServerConfig{{Name: name, Transport: "in-process", inProcess: name}}
+	cfg.inProcess = map[string]*server.MCPServer{name: s}
+	return cfg
+}
+
+func TestElicitationRelayBothEras(t *testing.T) {
+	url := startWith(t, permissiveConfig(t, "", "asker", askServer()))
 
 	for _, era := range []string{mcp.ProtocolVersion20251125, mcp.ProtocolVersion20260728} {
 		t.Run(era, func(t *testing.T) {
@@ -133,19 +142,9 @@ func TestRelayStateSealed(t *testing.T) {
 // policy decision (Action::"elicit"); denied, it never reaches the agent,
 // in either era, and the decision is recorded.
 func TestElicitationDeniedByPolicy(t *testing.T) {
-	dir := t.TempDir()
-	pol := `@id("u") permit (principal is Broker::User, action, resource);
-@id("a") permit (principal is Broker::Agent, action, resource);
-@id("no-elicit") forbid (principal, action == Broker::Action::"elicit", resource == Broker::Tool::"asker/ask");`
-	if err := os.WriteFile(filepath.Join(dir, "p.cedar"), []byte(pol), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := Defaults()
-	cfg.Policies = dir
-	cfg.Identity = IdentityConfig{Mode: "dev", DefaultAgent: "spiffe://t.local/agent/a", DefaultInitiator: "alice"}
-	cfg.Servers = []ServerConfig{{Name: "asker", Transport: "in-process", inProcess: "asker"}}
-	cfg.inProcess = map[string]*server.MCPServer{"asker": askServer()}
-	url := startWith(t, cfg)
+	url := startWith(t, permissiveConfig(t,
+		`@id("no-elicit") forbid (principal, action == Broker::Action::"elicit", resource == Broker::Tool::"asker/ask");`,
+		"asker", askServer()))
 	for _, era := range []string{mcp.ProtocolVersion20251125, mcp.ProtocolVersion20260728} {
 		t.Run(era, func(t *testing.T) {
 			a := &answerer{}
