@@ -80,28 +80,13 @@ func NewRig(ctx context.Context, o RigOptions) (_ *Rig, err error) {
 		r.closers = append(r.closers, p.Close)
 		r.Targets = append(r.Targets, Target{Name: "proxy", URL: p.URL})
 	}
-	add := func(name string, n int, nosync bool) error {
-		bt, err := StartBroker(ctx, ds.URL, BrokerOptions{Era: o.Era, Policies: n, NoSync: nosync, Logger: o.Logger})
+	for _, sp := range o.brokers() {
+		bt, err := StartBroker(ctx, ds.URL, BrokerOptions{Era: o.Era, Policies: sp.policies, NoSync: sp.nosync, Logger: o.Logger})
 		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+			return nil, fmt.Errorf("%s: %w", sp.name, err)
 		}
 		r.closers = append(r.closers, bt.Close)
-		r.Targets = append(r.Targets, Target{Name: name, URL: bt.URL, Token: coderToken, Handle: bt.Handle, Prefix: "bench__"})
-		return nil
-	}
-	for i, n := range o.Policies {
-		name := "broker"
-		if i > 0 {
-			name = fmt.Sprintf("broker-p%d", n)
-		}
-		if err := add(name, n, false); err != nil {
-			return nil, err
-		}
-	}
-	if o.NoSync {
-		if err := add("broker-nosync", o.Policies[0], true); err != nil {
-			return nil, err
-		}
+		r.Targets = append(r.Targets, Target{Name: sp.name, URL: bt.URL, Token: coderToken, Handle: bt.Handle, Prefix: "bench__"})
 	}
 	return r, nil
 }
@@ -125,40 +110,53 @@ func (r *Rig) startProcs(ctx context.Context, o RigOptions) error {
 		r.closers = append(r.closers, p.Close)
 		r.Targets = append(r.Targets, Target{Name: "proxy", URL: p.URL, proc: p})
 	}
-	add := func(name string, n int, nosync bool, env ...string) error {
-		args := []string{"-downstream", ds.URL, "-era", o.Era, "-policies", fmt.Sprint(n), fmt.Sprintf("-nosync=%t", nosync)}
+	for _, sp := range o.brokers() {
+		args := []string{"-downstream", ds.URL, "-era", o.Era, "-policies", fmt.Sprint(sp.policies), fmt.Sprintf("-nosync=%t", sp.nosync)}
 		if o.CPUProfile != "" {
-			args = append(args, "-cpuprofile", o.CPUProfile+"."+name)
+			args = append(args, "-cpuprofile", o.CPUProfile+"."+sp.name)
 		}
 		if o.MemProfile != "" {
-			args = append(args, "-memprofile", o.MemProfile+"."+name)
+			args = append(args, "-memprofile", o.MemProfile+"."+sp.name)
 		}
-		b, err := startProc(ctx, o.Exe, append(slices.Clone(o.BrokerEnv), env...), "broker", args...)
+		b, err := startProc(ctx, o.Exe, append(slices.Clone(o.BrokerEnv), sp.env...), "broker", args...)
 		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+			return fmt.Errorf("%s: %w", sp.name, err)
 		}
 		r.closers = append(r.closers, b.Close)
-		r.Targets = append(r.Targets, Target{Name: name, URL: b.URL, Token: coderToken, Handle: b.Handl, Prefix: "bench__", proc: b})
-		return nil
+		r.Targets = append(r.Targets, Target{Name: sp.name, URL: b.URL, Token: coderToken, Handle: b.Handl, Prefix: "bench__", proc: b})
 	}
+	return nil
+}
+
+// brokerSpec is one broker target of a rig.
+type brokerSpec struct {
+	name     string
+	policies int
+	nosync   bool
+	env      []string // process environment (out-of-process rigs only)
+}
+
+// brokers lists the rig's broker targets: one per policy-set size (the
+// first named "broker", the others "broker-p<N>"), one per variant
+// (out-of-process only), and "broker-nosync".
+func (o RigOptions) brokers() []brokerSpec {
+	var out []brokerSpec
 	for i, n := range o.Policies {
 		name := "broker"
 		if i > 0 {
 			name = fmt.Sprintf("broker-p%d", n)
 		}
-		if err := add(name, n, false); err != nil {
-			return err
-		}
+		out = append(out, brokerSpec{name: name, policies: n})
 	}
-	for _, env := range o.Variants {
-		if err := add("broker+"+strings.Join(env, "+"), o.Policies[0], false, env...); err != nil {
-			return err
+	if o.Exe != "" {
+		for _, env := range o.Variants {
+			out = append(out, brokerSpec{name: "broker+" + strings.Join(env, "+"), policies: o.Policies[0], env: env})
 		}
 	}
 	if o.NoSync {
-		return add("broker-nosync", o.Policies[0], true)
+		out = append(out, brokerSpec{name: "broker-nosync", policies: o.Policies[0], nosync: true})
 	}
-	return nil
+	return out
 }
 
 // Close stops every target, the downstream last.
