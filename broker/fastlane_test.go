@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/mark3labs/mcp-go/client"
-	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 
@@ -39,17 +37,9 @@ func TestFastLane(t *testing.T) {
 	b, url := runBroker(t, permissiveConfig(t, "", "asker", ds))
 
 	a := &answerer{}
-	tr, _ := transport.NewStreamableHTTP(url)
-	c := client.NewClient(tr, client.WithElicitationHandler(a), client.WithProtocolVersion(mcp.ProtocolVersion20251125))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := c.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Initialize(ctx, mcp.InitializeRequest{}); err != nil {
-		t.Fatal(err)
-	}
+	c, tr := answeringClient(t, ctx, url, mcp.ProtocolVersion20251125, a)
 	call := func(ctx context.Context, name string, args map[string]any, meta *mcp.Meta) (*mcp.CallToolResult, error) {
 		req := mcp.CallToolRequest{}
 		req.Params.Name, req.Params.Arguments, req.Params.Meta = name, args, meta
@@ -248,13 +238,14 @@ func TestFastLaneMatchesMCPGo(t *testing.T) {
 	mh := map[string]string{mcp.HeaderProtocolVersion: "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "asker__echo"}
 	modernMeta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"raw","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}`
 
-	cases := []struct {
+	type laneCase struct {
 		name    string
 		modern  bool
 		hdr     map[string]string
 		body    string
-		viaLane bool
-	}{
+		viaLane bool // the lane serves it (else mcp-go answers)
+	}
+	cases := []laneCase{
 		{"legacy call", false, lh, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"}}}`, true},
 		{"legacy string id", false, lh, `{"jsonrpc":"2.0","id":"x-1","method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hé \u2028"}}}`, true},
 		{"legacy unknown tool", false, lh, `{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"asker__nope","arguments":{}}}`, false},
@@ -279,27 +270,9 @@ func TestFastLaneMatchesMCPGo(t *testing.T) {
 		return out
 	}
 	cases = append(cases,
-		struct {
-			name    string
-			modern  bool
-			hdr     map[string]string
-			body    string
-			viaLane bool
-		}{"legacy, rebound Host", false, withHdr(lh, "Host", "rebound.attacker.example"), `{"jsonrpc":"2.0","id":17,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"}}}`, false},
-		struct {
-			name    string
-			modern  bool
-			hdr     map[string]string
-			body    string
-			viaLane bool
-		}{"modern, rebound Host", true, withHdr(mh, "Host", "rebound.attacker.example:80"), `{"jsonrpc":"2.0","id":18,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"},` + modernMeta + `}}`, false},
-		struct {
-			name    string
-			modern  bool
-			hdr     map[string]string
-			body    string
-			viaLane bool
-		}{"legacy, Content-Type with a bad parameter", false, withHdr(lh, "Content-Type", "application/json; charset"), `{"jsonrpc":"2.0","id":19,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"}}}`, false},
+		laneCase{"legacy, rebound Host", false, withHdr(lh, "Host", "rebound.attacker.example"), `{"jsonrpc":"2.0","id":17,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"}}}`, false},
+		laneCase{"modern, rebound Host", true, withHdr(mh, "Host", "rebound.attacker.example:80"), `{"jsonrpc":"2.0","id":18,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"},` + modernMeta + `}}`, false},
+		laneCase{"legacy, Content-Type with a bad parameter", false, withHdr(lh, "Content-Type", "application/json; charset"), `{"jsonrpc":"2.0","id":19,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"}}}`, false},
 	)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -156,21 +156,32 @@ func TestElicitationDeniedByPolicy(t *testing.T) {
 	}
 }
 
+// answeringClient is an initialized mcp-go client of era at url whose
+// elicitation handler is a; it is closed when the test ends.
+func answeringClient(t *testing.T, ctx context.Context, url, era string, a *answerer) (*client.Client, *transport.StreamableHTTP) {
+	t.Helper()
+	tr, err := transport.NewStreamableHTTP(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client.NewClient(tr, client.WithElicitationHandler(a), client.WithProtocolVersion(era))
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if _, err := c.Initialize(ctx, mcp.InitializeRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	return c, tr
+}
+
 // askVia calls asker__ask through the broker at url as a client of era
 // whose elicitation handler is a.
 func askVia(t *testing.T, url, era string, a *answerer, q string) *mcp.CallToolResult {
 	t.Helper()
-	tr, _ := transport.NewStreamableHTTP(url)
-	c := client.NewClient(tr, client.WithElicitationHandler(a), client.WithProtocolVersion(era))
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if err := c.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Initialize(ctx, mcp.InitializeRequest{}); err != nil {
-		t.Fatal(err)
-	}
+	c, _ := answeringClient(t, ctx, url, era, a)
 	req := mcp.CallToolRequest{}
 	req.Params.Name = "asker__ask"
 	req.Params.Arguments = map[string]any{"q": q}
