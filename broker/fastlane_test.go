@@ -406,3 +406,65 @@ func rawSession(t *testing.T, url string) string {
 		`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
 	return sid
 }
+
+// stallingAnswerer never answers: it reports the question and waits for
+// the request to end.
+type stallingAnswerer struct{ asked chan struct{} }
+
+func (s stallingAnswerer) Elicit(ctx context.Context, _ mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
+	close(s.asked)
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestFastLaneAdoptedCallCancelled: an agent that cancels a call handed
+// over to mcp-go (here while its question is open) cancels the pipeline:
+// its outcome is recorded (cancelled, or the tool error the downstream
+// answered once the question failed: they race), and no refusal is
+// recorded for the request.
+func TestFastLaneAdoptedCallCancelled(t *testing.T) {
+	b, url := runBroker(t, permissiveConfig(t, "", "asker", askServer()))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := stallingAnswerer{asked: make(chan struct{})}
+	c, _ := answeringClient(t, ctx, url, mcp.ProtocolVersion20251125, s)
+	cctx, ccancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		req := mcp.CallToolRequest{}
+		req.Params.Name, req.Params.Arguments = "asker__ask", map[string]any{"q": "wait?"}
+		_, err := c.CallTool(cctx, req)
+		done <- err
+	}()
+	select {
+	case <-s.asked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the question never reached the agent")
+	}
+	if b.fast.handedOver.Load() != 1 {
+		t.Fatalf("handed over %d times, want 1", b.fast.handedOver.Load())
+	}
+	ccancel()
+	<-done
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		entries, err := b.ledger.List(context.Background(), audit.Filter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		status := ""
+		for _, e := range entries {
+			if e.Event.Type == audit.RequestRejected && e.Event.Method == "tools/call" {
+				t.Fatalf("refusal recorded for a cancelled call: %+v", e.Event)
+			}
+			if e.Event.Type == audit.CallCompleted && e.Event.Target == "asker__ask" {
+				status = e.Event.Status
+			}
+		}
+		if status == audit.StatusCancelled || status == audit.StatusToolError {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("outcome %q, want %s or %s", status, audit.StatusCancelled, audit.StatusToolError)
+		}
+	}
+}

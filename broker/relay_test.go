@@ -158,7 +158,7 @@ func TestElicitationDeniedByPolicy(t *testing.T) {
 
 // answeringClient is an initialized mcp-go client of era at url whose
 // elicitation handler is a; it is closed when the test ends.
-func answeringClient(t *testing.T, ctx context.Context, url, era string, a *answerer) (*client.Client, *transport.StreamableHTTP) {
+func answeringClient(t *testing.T, ctx context.Context, url, era string, a client.ElicitationHandler) (*client.Client, *transport.StreamableHTTP) {
 	t.Helper()
 	tr, err := transport.NewStreamableHTTP(url)
 	if err != nil {
