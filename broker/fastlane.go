@@ -172,13 +172,17 @@ func idPreserved(id json.RawMessage) bool {
 type fastCall struct {
 	sid     string
 	modern  bool          // a 2026-07-28 request: never handed over
-	need    chan struct{} // closed when a relay needs the agent's session
-	needOne sync.Once
+	needOne sync.Once     // starts the hand-over
 	adopted chan struct{} // closed when adopted (actx set) or when adoption failed (actx nil)
 	adopOne sync.Once
 	actx    context.Context
 	result  chan *mcp.CallToolResult // the pipeline's result (buffered)
 	cancel  context.CancelFunc       // cancels the pipeline
+	// handover starts the hand-over to mcp-go (run once, by the first
+	// relay that needs the session); over is closed when mcp-go's
+	// ServeHTTP for it has returned.
+	handover func()
+	over     chan struct{}
 }
 
 type fastKey struct{}
@@ -201,7 +205,7 @@ func sessionCtx(ctx context.Context) (context.Context, error) {
 	if fc == nil || fc.modern {
 		return ctx, nil
 	}
-	fc.needOne.Do(func() { close(fc.need) })
+	fc.needOne.Do(fc.handover)
 	select {
 	case <-fc.adopted:
 		if fc.actx == nil {
@@ -346,7 +350,7 @@ func (b *Broker) serveFast(w http.ResponseWriter, r *http.Request, ctx context.C
 
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	fc := &fastCall{sid: sid, modern: modern, need: make(chan struct{}), adopted: make(chan struct{}),
+	fc := &fastCall{sid: sid, modern: modern, adopted: make(chan struct{}),
 		result: make(chan *mcp.CallToolResult, 1), cancel: cancel}
 	if modern {
 		// Relays go back as input_required results (MRTR): the call never
@@ -366,51 +370,65 @@ func (b *Broker) serveFast(w http.ResponseWriter, r *http.Request, ctx context.C
 			f.mu.Unlock()
 		}()
 	}
-
-	f.served.Add(1)
-	go func() {
-		defer func() {
-			if p := recover(); p != nil {
-				b.log.Error("tool call panicked", "tool", req.Params.Name, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-				fc.result <- refusal(ReasonInternal, "")
-			}
-		}()
-		res, err := handler(context.WithValue(cctx, fastKey{}, fc), req)
-		if err != nil {
-			res = mcp.NewToolResultError(err.Error())
-		}
-		fc.result <- res
-	}()
-
-	select {
-	case res := <-fc.result:
-		if modern {
-			b.decorateModern(res)
-		}
-		writeFastResult(w, env.ID, res, b)
-	case <-fc.need:
+	var hw *handoverWriter
+	fc.handover = func() {
 		// Hand over to mcp-go: its tool handler adopts fc (adoptKey) and
 		// returns the pipeline's result; relays continue on its session.
+		// This goroutine writes to w while the pipeline still runs on
+		// the request's own goroutine, which waits for it (over) before
+		// returning.
 		f.touched(sid)
 		f.handedOver.Add(1)
+		fc.over = make(chan struct{})
 		r2 := r.WithContext(context.WithValue(ctx, adoptKey{}, fc))
 		r2.Body = io.NopCloser(bytes.NewReader(body))
-		hw := &handoverWriter{w: w, fc: fc, h: http.Header{}}
-		next.ServeHTTP(hw, r2)
-		fc.adoptionRefused()
-		if !hw.passed() {
-			// mcp-go refused the request before its tool handler (the
-			// session ended meanwhile): what it wrote is discarded and the
-			// lane answers with the call's result, which already ran.
-			b.log.Warn("hand-over to the agent's session refused; answering on the fast lane", "session", sid, "status", hw.status)
-			res := <-fc.result
-			if modern {
-				b.decorateModern(res)
-			}
-			writeFastResult(w, env.ID, res, b)
-		}
+		hw = &handoverWriter{w: w, fc: fc, h: http.Header{}}
+		go func() {
+			defer close(fc.over)
+			next.ServeHTTP(hw, r2)
+			fc.adoptionRefused()
+		}()
 	}
+
+	f.served.Add(1)
+	// The pipeline runs on this goroutine (no goroutine, and no stack to
+	// grow, per call); a hand-over runs mcp-go beside it.
+	res := b.runFast(context.WithValue(cctx, fastKey{}, fc), handler, req)
+	fc.needOne.Do(func() {}) // no hand-over from here on
+	if fc.over == nil {
+		fc.adoptionRefused() // a late relay fails at once
+	} else {
+		fc.result <- res // to mcp-go's handler (await), if it adopted the call
+		<-fc.over
+		if hw.passed() {
+			return true // mcp-go wrote the response
+		}
+		// mcp-go refused the request before its tool handler (the
+		// session ended meanwhile): what it wrote is discarded and the
+		// lane answers with the call's result, which already ran.
+		b.log.Warn("hand-over to the agent's session refused; answering on the fast lane", "session", sid, "status", hw.status)
+		res = <-fc.result
+	}
+	if modern {
+		b.decorateModern(res)
+	}
+	writeFastResult(w, env.ID, res, b)
 	return true
+}
+
+// runFast runs a lane call's pipeline; a panic becomes an internal refusal.
+func (b *Broker) runFast(ctx context.Context, handler server.ToolHandlerFunc, req mcp.CallToolRequest) (res *mcp.CallToolResult) {
+	defer func() {
+		if p := recover(); p != nil {
+			b.log.Error("tool call panicked", "tool", req.Params.Name, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			res = refusal(ReasonInternal, "")
+		}
+	}()
+	res, err := handler(ctx, req)
+	if err != nil {
+		res = mcp.NewToolResultError(err.Error())
+	}
+	return res
 }
 
 // handoverWriter is what mcp-go writes to for a handed-over request: held
