@@ -11,16 +11,20 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// groupCommit is the store's write path: leader-based group commit. A
-// writer arriving at an idle store commits at once (no timer, unlike
-// bbolt's db.Batch, whose MaxBatchDelay every lone call pays); writers that
-// arrive while a commit (and its fsync) is in flight queue up and share the
-// next commit. Throughput under load is that of db.Batch, latency when idle
-// is one commit.
+// groupCommit is the store's write path: group commit by one long-lived
+// committer goroutine. A writer arriving at an idle store is committed at
+// once (no timer, unlike bbolt's db.Batch, whose MaxBatchDelay every lone
+// call pays); writers that arrive while a commit (and its fsync) is in
+// flight queue up and share the next commit. Throughput under load is that
+// of db.Batch, latency when idle is one commit. Writers start no goroutine:
+// the committer's stack stays grown, and a writer can stop waiting (its
+// context ended) without stopping the commit.
 type groupCommit struct {
-	mu      sync.Mutex
-	queue   []*pendingWrite
-	running bool
+	mu     sync.Mutex
+	queue  []*pendingWrite
+	closed bool          // no more writes: the committer drains and exits
+	wake   chan struct{} // buffered 1: work queued (or closed)
+	exited chan struct{} // closed when the committer has returned
 
 	txs, writes atomic.Uint64 // committed transactions; writes they carried
 	busy        atomic.Int64  // nanoseconds spent committing
@@ -40,7 +44,53 @@ func (s *Store) CommitStats() CommitStats {
 
 type pendingWrite struct {
 	fn   func(*bolt.Tx) error
-	done chan error
+	done chan error // buffered 1
+}
+
+// startCommitter starts the store's committer goroutine.
+func (s *Store) startCommitter() {
+	s.commits.wake = make(chan struct{}, 1)
+	s.commits.exited = make(chan struct{})
+	go s.committer()
+}
+
+// stopCommitter lets the committer commit what is queued, then stops it;
+// later writes fail with ErrClosed. It returns when the committer has.
+func (s *Store) stopCommitter() {
+	g := &s.commits
+	if g.exited == nil {
+		return // read-only: never started
+	}
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+	<-g.exited
+}
+
+// enqueue queues fn for the next commit and returns its pending write.
+func (s *Store) enqueue(fn func(*bolt.Tx) error) (*pendingWrite, error) {
+	p := &pendingWrite{fn: fn, done: make(chan error, 1)}
+	g := &s.commits
+	g.mu.Lock()
+	if g.wake == nil {
+		g.mu.Unlock()
+		return nil, ErrReadOnly // no committer: opened read-only
+	}
+	if g.closed {
+		g.mu.Unlock()
+		return nil, ErrClosed
+	}
+	g.queue = append(g.queue, p)
+	g.mu.Unlock()
+	select {
+	case g.wake <- struct{}{}:
+	default: // already signalled
+	}
+	return p, nil
 }
 
 // write runs fn in a write transaction, possibly shared with other
@@ -48,42 +98,37 @@ type pendingWrite struct {
 // fn may run more than once: when another function in the same batch
 // fails, the batch is retried without it. So fn must depend only on tx.
 func (s *Store) write(fn func(*bolt.Tx) error) error {
-	p := &pendingWrite{fn: fn, done: make(chan error, 1)}
-	g := &s.commits
-	g.mu.Lock()
-	g.queue = append(g.queue, p)
-	if g.running {
-		g.mu.Unlock()
-		return <-p.done
+	p, err := s.enqueue(fn)
+	if err != nil {
+		return err
 	}
-	g.running = true
-	g.mu.Unlock()
-	s.lead()
 	return <-p.done
 }
 
-// lead commits queued batches until the queue is empty. The caller's own
-// write is in the first batch; later batches are led by a goroutine so the
-// first leader returns as soon as its own commit is done.
-func (s *Store) lead() {
+// committer commits queued batches until the store closes.
+func (s *Store) committer() {
 	g := &s.commits
-	// Let the goroutines that are ready to run go first: under load some
-	// of them are about to write and join this batch (one commit and two
-	// fsyncs fewer each); on an idle machine this returns at once.
-	runtime.Gosched()
-	g.mu.Lock()
-	batch := g.queue
-	g.queue = nil
-	g.mu.Unlock()
-	s.commitBatch(batch)
-	g.mu.Lock()
-	if len(g.queue) == 0 {
-		g.running = false
-		g.mu.Unlock()
-		return
+	defer close(g.exited)
+	for range g.wake {
+		for {
+			// Let the goroutines that are ready to run go first: under
+			// load some of them are about to write and join this batch
+			// (one commit and two fsyncs fewer each); on an idle machine
+			// this returns at once.
+			runtime.Gosched()
+			g.mu.Lock()
+			batch, closed := g.queue, g.closed
+			g.queue = nil
+			g.mu.Unlock()
+			if len(batch) == 0 {
+				if closed {
+					return
+				}
+				break
+			}
+			s.commitBatch(batch)
+		}
 	}
-	g.mu.Unlock()
-	go s.lead()
 }
 
 func (s *Store) commitBatch(batch []*pendingWrite) {

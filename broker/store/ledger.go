@@ -56,26 +56,26 @@ func (s *Store) appendLedger(ctx context.Context, build func(seq uint64, prevHas
 		return 0, fmt.Errorf("append ledger: %w", err)
 	}
 	var seq uint64
-	done := make(chan error, 1)
-	// The goroutine lets the caller stop waiting on a stuck fsync; it ends
-	// when bbolt returns, which Close also waits for.
-	go func() {
-		done <- s.write(func(tx *bolt.Tx) error {
-			if err := ctx.Err(); err != nil {
+	p, err := s.enqueue(func(tx *bolt.Tx) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if sp != nil {
+			if err := spendTx(tx, sp.IDs, sp.Limits); err != nil {
 				return err
 			}
-			if sp != nil {
-				if err := spendTx(tx, sp.IDs, sp.Limits); err != nil {
-					return err
-				}
-			}
-			n, err := appendTx(tx, build)
-			seq = n
-			return err
-		})
-	}()
+		}
+		n, err := appendTx(tx, build)
+		seq = n
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("append ledger: %w", err)
+	}
+	// The caller may stop waiting on a stuck fsync; the commit goes on
+	// (Close waits for it).
 	select {
-	case err := <-done:
+	case err := <-p.done:
 		if err != nil {
 			return 0, fmt.Errorf("append ledger: %w", mapErr(err))
 		}

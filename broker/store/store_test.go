@@ -287,3 +287,54 @@ func TestSchemaVersionMismatch(t *testing.T) {
 		t.Fatalf("Open of schema 2 = %v, want ErrSchema", err)
 	}
 }
+
+// TestCloseDuringAppends closes the store while appends are in flight:
+// every append either succeeds and is in the file afterwards, or fails with
+// ErrClosed; Close waits for the commits it let in.
+func TestCloseDuringAppends(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "broker.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 300
+	var wg sync.WaitGroup
+	acked := make(chan uint64, n)
+	for i := range n {
+		wg.Go(func() {
+			seq, err := s.AppendLedger(context.Background(), chainBuild(fmt.Sprint(i)))
+			switch {
+			case err == nil:
+				acked <- seq
+			case !errors.Is(err, ErrClosed):
+				t.Errorf("append %d: %v, want success or ErrClosed", i, err)
+			}
+		})
+		if i == n/2 {
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	wg.Wait()
+	close(acked)
+	r, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	last, err := r.LedgerLen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for seq := range acked {
+		got++
+		if seq == 0 || seq > last {
+			t.Errorf("acknowledged seq %d not in the file (last %d)", seq, last)
+		}
+	}
+	if uint64(got) != last {
+		t.Errorf("%d appends acknowledged, %d in the file", got, last)
+	}
+}
