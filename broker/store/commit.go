@@ -1,7 +1,10 @@
 package store
 
 import (
+	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"runtime"
 	"slices"
 	"sync"
@@ -9,6 +12,15 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/mcpbroker/mcpbroker/agents"
+)
+
+// Checkpoints: the write-ahead log (wal.go) is applied to the bbolt file
+// when its oldest record is this old, or when it holds this many bytes.
+var (
+	checkpointEvery = 50 * time.Millisecond // vars for the tests
+	checkpointBytes = 4 << 20
 )
 
 // groupCommit is the store's write path: group commit by one long-lived
@@ -19,20 +31,38 @@ import (
 // of db.Batch, latency when idle is one commit. Writers start no goroutine:
 // the committer's stack stays grown, and a writer can stop waiting (its
 // context ended) without stopping the commit.
+//
+// Ledger appends are committed to the write-ahead log (one fdatasync per
+// group) and applied to the bbolt file at checkpoints; every other write
+// is a bbolt transaction, which first applies what the log holds.
 type groupCommit struct {
 	mu     sync.Mutex
 	queue  []*pendingWrite
 	closed bool          // no more writes: the committer drains and exits
+	crash  bool          // tests: exit without the final checkpoint
 	wake   chan struct{} // buffered 1: work queued (or closed)
 	exited chan struct{} // closed when the committer has returned
 
-	txs, writes atomic.Uint64 // committed transactions; writes they carried
+	txs, writes atomic.Uint64 // committed groups (log or bbolt); writes they carried
 	busy        atomic.Int64  // nanoseconds spent committing
+
+	// The committer's own state.
+	log     *wal
+	pending []walRec // in the log, not yet in the bbolt file
+	logged  int      // bytes of pending in the log
+	since   time.Time
+	buf     []byte
+
+	// What readers need of the log's state (headMu).
+	headMu   sync.Mutex
+	headSeq  uint64
+	headHash []byte
+	counts   map[string]uint64 // call counters set since the last checkpoint
 }
 
 // CommitStats are the store's group-commit counters.
 type CommitStats struct {
-	Txs    uint64        // write transactions committed (one fsync'd commit each)
+	Txs    uint64        // durable commits: log groups and bbolt transactions (one fsync'd commit each)
 	Writes uint64        // writes they carried (Writes/Txs is the mean batch)
 	Busy   time.Duration // time spent in commits, fsync included
 }
@@ -42,20 +72,38 @@ func (s *Store) CommitStats() CommitStats {
 	return CommitStats{Txs: s.commits.txs.Load(), Writes: s.commits.writes.Load(), Busy: time.Duration(s.commits.busy.Load())}
 }
 
+// pendingWrite is a queued write: a transaction function (fn), a ledger
+// append (led), or neither (a checkpoint).
 type pendingWrite struct {
 	fn   func(*bolt.Tx) error
+	led  *ledgerOp
 	done chan error // buffered 1
 }
 
-// startCommitter starts the store's committer goroutine.
-func (s *Store) startCommitter() {
-	s.commits.wake = make(chan struct{}, 1)
-	s.commits.exited = make(chan struct{})
+// ledgerOp is an append: build makes the entry for its sequence number,
+// and spend, if set, is charged with it.
+type ledgerOp struct {
+	ctx   context.Context
+	build func(seq uint64, prevHash []byte) (entry, hash []byte, err error)
+	spend *Spend
+	seq   uint64 // set once logged
+}
+
+// startCommitter starts the store's committer goroutine with the log lg,
+// whose records up to head (hash) are in the file.
+func (s *Store) startCommitter(lg *wal, head uint64, hash []byte) {
+	g := &s.commits
+	g.log = lg
+	g.headSeq, g.headHash = head, hash
+	g.counts = map[string]uint64{}
+	g.wake = make(chan struct{}, 1)
+	g.exited = make(chan struct{})
 	go s.committer()
 }
 
-// stopCommitter lets the committer commit what is queued, then stops it;
-// later writes fail with ErrClosed. It returns when the committer has.
+// stopCommitter lets the committer commit what is queued and checkpoint,
+// then stops it; later writes fail with ErrClosed. It returns when the
+// committer has.
 func (s *Store) stopCommitter() {
 	g := &s.commits
 	if g.exited == nil {
@@ -71,18 +119,17 @@ func (s *Store) stopCommitter() {
 	<-g.exited
 }
 
-// enqueue queues fn for the next commit and returns its pending write.
-func (s *Store) enqueue(fn func(*bolt.Tx) error) (*pendingWrite, error) {
-	p := &pendingWrite{fn: fn, done: make(chan error, 1)}
+// enqueue queues p for the committer.
+func (s *Store) enqueue(p *pendingWrite) error {
 	g := &s.commits
 	g.mu.Lock()
 	if g.wake == nil {
 		g.mu.Unlock()
-		return nil, ErrReadOnly // no committer: opened read-only
+		return ErrReadOnly // no committer: opened read-only
 	}
 	if g.closed {
 		g.mu.Unlock()
-		return nil, ErrClosed
+		return ErrClosed
 	}
 	g.queue = append(g.queue, p)
 	g.mu.Unlock()
@@ -90,7 +137,7 @@ func (s *Store) enqueue(fn func(*bolt.Tx) error) (*pendingWrite, error) {
 	case g.wake <- struct{}{}:
 	default: // already signalled
 	}
-	return p, nil
+	return nil
 }
 
 // write runs fn in a write transaction, possibly shared with other
@@ -98,46 +145,299 @@ func (s *Store) enqueue(fn func(*bolt.Tx) error) (*pendingWrite, error) {
 // fn may run more than once: when another function in the same batch
 // fails, the batch is retried without it. So fn must depend only on tx.
 func (s *Store) write(fn func(*bolt.Tx) error) error {
-	p, err := s.enqueue(fn)
-	if err != nil {
+	p := &pendingWrite{fn: fn, done: make(chan error, 1)}
+	if err := s.enqueue(p); err != nil {
 		return err
 	}
 	return <-p.done
 }
 
-// committer commits queued batches until the store closes.
+// flush applies the write-ahead log to the bbolt file, for readers of the
+// ledger. A read-only store has no log to apply.
+func (s *Store) flush() error {
+	p := &pendingWrite{done: make(chan error, 1)}
+	if err := s.enqueue(p); err != nil {
+		if errors.Is(err, ErrReadOnly) {
+			return nil
+		}
+		return err
+	}
+	return <-p.done
+}
+
+// committer commits queued writes until the store closes.
 func (s *Store) committer() {
 	g := &s.commits
 	defer close(g.exited)
-	for range g.wake {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case <-g.wake:
+		case <-timer.C:
+		}
+		closed := false
 		for {
 			// Let the goroutines that are ready to run go first: under
 			// load some of them are about to write and join this batch
-			// (one commit and two fsyncs fewer each); on an idle machine
+			// (one commit and one fsync fewer each); on an idle machine
 			// this returns at once.
 			runtime.Gosched()
 			g.mu.Lock()
-			batch, closed := g.queue, g.closed
+			batch := g.queue
 			g.queue = nil
+			closed = g.closed
+			crash := g.crash
 			g.mu.Unlock()
+			if crash {
+				return
+			}
 			if len(batch) == 0 {
-				if closed {
-					return
-				}
 				break
 			}
-			s.commitBatch(batch)
+			s.process(batch)
+		}
+		if closed {
+			_ = s.checkpoint() // Close: a failure leaves the records in the log for Open
+			return
+		}
+		if len(g.pending) > 0 {
+			if due := time.Until(g.since.Add(checkpointEvery)); due <= 0 || g.logged >= checkpointBytes {
+				_ = s.checkpoint() // on failure they stay in the log; retried on the next round
+				timer.Reset(checkpointEvery)
+			} else {
+				timer.Reset(due)
+			}
 		}
 	}
 }
 
-func (s *Store) commitBatch(batch []*pendingWrite) {
+// process commits a batch in queue order: runs of ledger appends to the
+// log, runs of other writes (and checkpoints) in a bbolt transaction.
+func (s *Store) process(batch []*pendingWrite) {
+	for len(batch) > 0 {
+		n := 1
+		led := batch[0].led != nil
+		for n < len(batch) && (batch[n].led != nil) == led {
+			n++
+		}
+		if led {
+			s.logAppends(batch[:n])
+		} else {
+			s.commitBatch(batch[:n])
+		}
+		batch = batch[n:]
+	}
+}
+
+// logAppends commits a run of ledger appends to the log: each is checked
+// (its context, its budget) and built on the log's head; those that pass go
+// to the log in one write and one fdatasync, and are acknowledged when it
+// is durable.
+func (s *Store) logAppends(ops []*pendingWrite) {
+	g := &s.commits
 	start := time.Now()
-	defer func() { s.commits.busy.Add(int64(time.Since(start))) }()
+	seq, hash := g.headSeq, g.headHash
+	var spent map[string]uint64 // counters this group sets
+	buf := g.buf[:0]
+	sum := g.log.last
+	var recs []walRec
+	var ok []*pendingWrite
+	for _, p := range ops {
+		op := p.led
+		if err := op.ctx.Err(); err != nil {
+			p.done <- err
+			continue
+		}
+		var puts []spendPut
+		if op.spend != nil {
+			var err error
+			if puts, err = s.charge(op.spend, spent); err != nil {
+				p.done <- err
+				continue
+			}
+		}
+		entry, h, err := op.build(seq+1, hash)
+		if err == nil && (len(entry) == 0 || len(h) == 0) {
+			err = errors.New("empty entry or hash")
+		}
+		if err != nil {
+			p.done <- fmt.Errorf("build ledger entry %d: %w", seq+1, err)
+			continue
+		}
+		seq++
+		hash = h
+		op.seq = seq
+		if len(puts) > 0 && spent == nil {
+			spent = map[string]uint64{}
+		}
+		for _, sp := range puts {
+			spent[sp.id] = sp.n
+		}
+		r := walRec{seq: seq, hash: h, entry: entry, spends: puts}
+		buf, sum = appendRec(buf, &r, sum)
+		recs = append(recs, r)
+		ok = append(ok, p)
+	}
+	if len(ok) == 0 {
+		return
+	}
+	err := g.log.write(buf, sum)
+	if cap(buf) <= checkpointBytes {
+		g.buf = buf[:0]
+	}
+	if err == nil {
+		g.headMu.Lock()
+		g.headSeq, g.headHash = seq, hash
+		for id, n := range spent {
+			g.counts[id] = n
+		}
+		g.headMu.Unlock()
+		if len(g.pending) == 0 {
+			g.since = start
+		}
+		g.pending = append(g.pending, recs...)
+		g.logged += len(buf)
+		g.txs.Add(1)
+		g.writes.Add(uint64(len(ok)))
+	}
+	g.busy.Add(int64(time.Since(start)))
+	for _, p := range ok {
+		p.done <- err
+	}
+}
+
+// charge checks a spend against the task counters (this group's, then the
+// log's, then the file's) and returns the counters it sets.
+func (s *Store) charge(sp *Spend, group map[string]uint64) ([]spendPut, error) {
+	puts := make([]spendPut, len(sp.IDs))
+	for i, id := range sp.IDs {
+		n, ok := group[id]
+		if !ok {
+			var err error
+			if n, err = s.callCount(id); err != nil {
+				return nil, err
+			}
+		}
+		if sp.Limits[i] > 0 && n+1 > uint64(sp.Limits[i]) {
+			return nil, fmt.Errorf("%w: task %s has used %d of %d calls", agents.ErrBudget, id, n, sp.Limits[i])
+		}
+		puts[i] = spendPut{id: id, n: n + 1}
+	}
+	return puts, nil
+}
+
+// callCount is a task's call counter: the log's if it set one since the
+// last checkpoint, else the file's.
+func (s *Store) callCount(id string) (uint64, error) {
+	g := &s.commits
+	g.headMu.Lock()
+	n, ok := g.counts[id]
+	g.headMu.Unlock()
+	if ok {
+		return n, nil
+	}
+	err := s.view("call count", func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketTasks).Get([]byte("c/" + id)); len(v) == 8 {
+			n = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	return n, err
+}
+
+// applyRecs writes logged records into the file.
+func applyRecs(tx *bolt.Tx, recs []walRec) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	meta, ledger, tasks := tx.Bucket(bucketMeta), tx.Bucket(bucketLedger), tx.Bucket(bucketTasks)
+	if meta == nil || ledger == nil || tasks == nil {
+		return fmt.Errorf("store buckets missing: %w", ErrSchema)
+	}
+	last, err := readSeq(meta.Get(metaLedgerSeq))
+	if err != nil {
+		return err
+	}
+	ledger.FillPercent = 1.0 // keys only ever grow: pack pages full
+	for _, r := range recs {
+		if r.seq != last+1 {
+			return fmt.Errorf("ledger entry %d does not follow the head %d", r.seq, last)
+		}
+		if err := ledger.Put(u64(r.seq), r.entry); err != nil {
+			return err
+		}
+		for _, sp := range r.spends {
+			if err := tasks.Put([]byte("c/"+sp.id), u64(sp.n)); err != nil {
+				return err
+			}
+		}
+		last = r.seq
+	}
+	if err := meta.Put(metaLedgerSeq, u64(last)); err != nil {
+		return err
+	}
+	return meta.Put(metaLedgerHash, recs[len(recs)-1].hash)
+}
+
+// checkpoint applies the log to the file in one transaction and starts the
+// log over.
+func (s *Store) checkpoint() error {
+	g := &s.commits
+	if len(g.pending) == 0 {
+		return nil
+	}
+	start := time.Now()
+	err := s.db.Update(func(tx *bolt.Tx) error { return applyRecs(tx, g.pending) })
+	g.busy.Add(int64(time.Since(start)))
+	if err != nil {
+		return err
+	}
+	s.checkpointed()
+	return nil
+}
+
+// checkpointed notes that the pending records are in the file.
+func (s *Store) checkpointed() {
+	g := &s.commits
+	g.pending = g.pending[:0]
+	g.logged = 0
+	g.headMu.Lock()
+	clear(g.counts)
+	g.headMu.Unlock()
+	g.log.reset()
+}
+
+// commitBatch commits a run of transaction functions (and checkpoint
+// requests, which have none) in one bbolt transaction, after the log's
+// pending records. A function that fails is answered with its error and the
+// transaction retried without it.
+func (s *Store) commitBatch(batch []*pendingWrite) {
+	g := &s.commits
+	start := time.Now()
+	defer func() { g.busy.Add(int64(time.Since(start))) }()
+	fns := 0
+	for _, p := range batch {
+		if p.fn != nil {
+			fns++
+		}
+	}
+	if fns == 0 && len(g.pending) == 0 {
+		for _, p := range batch {
+			p.done <- nil
+		}
+		return
+	}
 	for len(batch) > 0 {
 		failed, failErr := -1, error(nil)
 		err := s.db.Update(func(tx *bolt.Tx) error {
+			if err := applyRecs(tx, g.pending); err != nil {
+				return err
+			}
 			for i, p := range batch {
+				if p.fn == nil {
+					continue
+				}
 				if err := p.fn(tx); err != nil {
 					failed, failErr = i, err
 					return err
@@ -151,8 +451,9 @@ func (s *Store) commitBatch(batch []*pendingWrite) {
 			continue
 		}
 		if err == nil {
-			s.commits.txs.Add(1)
-			s.commits.writes.Add(uint64(len(batch)))
+			s.checkpointed()
+			g.txs.Add(1)
+			g.writes.Add(uint64(len(batch)))
 		}
 		for _, p := range batch {
 			p.done <- err

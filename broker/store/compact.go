@@ -33,6 +33,9 @@ func (s *Store) CompactLedger(ctx context.Context, upto uint64, base []byte) (in
 	if len(base) == 0 {
 		return 0, fmt.Errorf("compact ledger: empty base")
 	}
+	if err := s.flush(); err != nil {
+		return 0, fmt.Errorf("compact ledger: %w", err)
+	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {

@@ -21,3 +21,8 @@ var ErrSchema = errors.New("unsupported store schema")
 // ErrCorrupt is returned (wrapped) by reads that hit a damaged page: the
 // file was edited or truncated outside bbolt.
 var ErrCorrupt = errors.New("store file is corrupt")
+
+// ErrPendingLog is returned (wrapped) by a read-only Open when the store's
+// write-ahead log holds ledger entries not yet applied to the file (its
+// writer stopped without closing it): a writable Open applies them.
+var ErrPendingLog = errors.New("store has unapplied write-ahead log records")

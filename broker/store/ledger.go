@@ -14,15 +14,17 @@ import (
 // keeps a slow reader from delaying audit records.
 const scanChunk = 256
 
-// AppendLedger appends one entry to the ledger in a group-committed
-// transaction (group commit, commit.go): concurrent appends share one commit and fsync.
+// AppendLedger appends one entry to the ledger, group-committed to the
+// write-ahead log (commit.go, wal.go): concurrent appends share one write
+// and fdatasync.
 //
 // build receives the new 1-based sequence number and the previous entry's
 // hash (nil for the first entry) and returns the entry bytes and its hash;
 // the hash is kept in the meta bucket so the next append need not read the
-// previous entry. build may be called more than once (a batch that fails is
-// retried) and runs inside the write transaction, so it must be pure and
-// quick. Neither returned slice may be empty.
+// previous entry. build runs on the committer goroutine, serialized with
+// every other append, so it must be pure and quick; it must not keep or
+// change prevHash. Neither returned slice may be empty, and the store owns
+// both once build returns.
 //
 // AppendLedger returns the entry's sequence number once the transaction has
 // committed. It returns an error if the entry was not written, or if ctx ended
@@ -55,21 +57,9 @@ func (s *Store) appendLedger(ctx context.Context, build func(seq uint64, prevHas
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("append ledger: %w", err)
 	}
-	var seq uint64
-	p, err := s.enqueue(func(tx *bolt.Tx) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if sp != nil {
-			if err := spendTx(tx, sp.IDs, sp.Limits); err != nil {
-				return err
-			}
-		}
-		n, err := appendTx(tx, build)
-		seq = n
-		return err
-	})
-	if err != nil {
+	op := &ledgerOp{ctx: ctx, build: build, spend: sp}
+	p := &pendingWrite{led: op, done: make(chan error, 1)}
+	if err := s.enqueue(p); err != nil {
 		return 0, fmt.Errorf("append ledger: %w", err)
 	}
 	// The caller may stop waiting on a stuck fsync; the commit goes on
@@ -79,52 +69,10 @@ func (s *Store) appendLedger(ctx context.Context, build func(seq uint64, prevHas
 		if err != nil {
 			return 0, fmt.Errorf("append ledger: %w", mapErr(err))
 		}
-		return seq, nil
+		return op.seq, nil
 	case <-ctx.Done():
 		return 0, fmt.Errorf("append ledger: commit not confirmed: %w", ctx.Err())
 	}
-}
-
-func appendTx(tx *bolt.Tx, build func(uint64, []byte) ([]byte, []byte, error)) (uint64, error) {
-	meta := tx.Bucket(bucketMeta)
-	ledger := tx.Bucket(bucketLedger)
-	if meta == nil || ledger == nil {
-		return 0, fmt.Errorf("ledger buckets missing: %w", ErrSchema)
-	}
-	last, err := readSeq(meta.Get(metaLedgerSeq))
-	if err != nil {
-		return 0, err
-	}
-	seq := last + 1
-	var prev []byte
-	if h := meta.Get(metaLedgerHash); h != nil {
-		prev = bytes.Clone(h) // bbolt memory is only valid inside the tx; build may keep it
-	}
-	if last > 0 && prev == nil {
-		return 0, fmt.Errorf("ledger head hash missing at seq %d", last)
-	}
-	entry, hash, err := build(seq, prev)
-	if err != nil {
-		return 0, fmt.Errorf("build ledger entry %d: %w", seq, err)
-	}
-	if len(entry) == 0 || len(hash) == 0 {
-		return 0, fmt.Errorf("build ledger entry %d: empty entry or hash", seq)
-	}
-	key := u64(seq)
-	if ledger.Get(key) != nil {
-		return 0, fmt.Errorf("ledger entry %d already exists", seq)
-	}
-	ledger.FillPercent = 1.0 // keys only ever grow: pack pages full
-	if err := ledger.Put(key, entry); err != nil {
-		return 0, err
-	}
-	if err := meta.Put(metaLedgerSeq, key); err != nil {
-		return 0, err
-	}
-	if err := meta.Put(metaLedgerHash, hash); err != nil {
-		return 0, err
-	}
-	return seq, nil
 }
 
 func readSeq(v []byte) (uint64, error) {
@@ -148,6 +96,9 @@ func (s *Store) ScanLedger(from uint64, fn func(seq uint64, entry []byte) error)
 	type kv struct {
 		seq   uint64
 		entry []byte
+	}
+	if err := s.flush(); err != nil {
+		return fmt.Errorf("scan ledger: %w", err)
 	}
 	chunk := make([]kv, 0, scanChunk)
 	for {
@@ -192,6 +143,9 @@ func (s *Store) LedgerLen() (uint64, error) {
 // with it (nil for an empty ledger), as kept in the meta bucket. A verifier
 // compares it with the last entry to detect a truncated ledger.
 func (s *Store) LedgerHead() (seq uint64, hash []byte, err error) {
+	if err := s.flush(); err != nil {
+		return 0, nil, fmt.Errorf("ledger head: %w", err)
+	}
 	err = s.view("ledger head", func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -110,10 +111,52 @@ func Open(path string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	if !opts.ReadOnly {
-		s.startCommitter()
+	if err := recoverCorrupt(func() error { return s.recoverWAL(opts) }); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// recoverWAL applies what the write-ahead log holds beyond the file's
+// ledger head (the broker stopped without closing the store), then starts
+// the committer on an empty log. A read-only store cannot apply it, so it
+// refuses to open rather than show a ledger without its newest entries.
+func (s *Store) recoverWAL(opts Options) error {
+	var head uint64
+	var hash []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		n, err := readSeq(meta.Get(metaLedgerSeq))
+		head, hash = n, bytes.Clone(meta.Get(metaLedgerHash))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	recs, err := readWAL(walPath(s.path), head)
+	if err != nil {
+		return err
+	}
+	if opts.ReadOnly {
+		if len(recs) > 0 {
+			return fmt.Errorf("%w: its write-ahead log holds %d audit records (seq %d to %d) not yet in the file; open the store writable once (start the broker, or run a command that writes) to apply them",
+				ErrPendingLog, len(recs), recs[0].seq, recs[len(recs)-1].seq)
+		}
+		return nil
+	}
+	if len(recs) > 0 {
+		if err := s.db.Update(func(tx *bolt.Tx) error { return applyRecs(tx, recs) }); err != nil {
+			return fmt.Errorf("apply write-ahead log: %w", err)
+		}
+		head, hash = recs[len(recs)-1].seq, recs[len(recs)-1].hash
+	}
+	lg, err := openWAL(walPath(s.path), opts.NoSync)
+	if err != nil {
+		return err
+	}
+	s.startCommitter(lg, head, hash)
+	return nil
 }
 
 func initSchema(tx *bolt.Tx) error {
@@ -154,8 +197,9 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
-	s.stopCommitter() // commits what is queued
-	if err := s.db.Close(); err != nil {
+	s.stopCommitter() // commits what is queued, and checkpoints
+	err := errors.Join(s.db.Close(), s.commits.log.close())
+	if err != nil {
 		return fmt.Errorf("close store %s: %w", s.path, err)
 	}
 	return nil
@@ -169,6 +213,9 @@ func (s *Store) Path() string { return s.path }
 func (s *Store) Check() error {
 	if s.closed.Load() {
 		return fmt.Errorf("check store: %w", ErrClosed)
+	}
+	if err := s.flush(); err != nil {
+		return fmt.Errorf("check store: %w", err)
 	}
 	return s.view("check store", func(tx *bolt.Tx) error {
 		var errs []error

@@ -117,14 +117,8 @@ func spendTx(tx *bolt.Tx, ids []string, limits []int64) error {
 
 // CallCount returns the calls spent by a task.
 func (s *Store) CallCount(id string) (int64, error) {
-	var n int64
-	err := s.view("call count", func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketTasks).Get([]byte("c/" + id)); len(v) == 8 {
-			n = int64(binary.BigEndian.Uint64(v))
-		}
-		return nil
-	})
-	return n, err
+	n, err := s.callCount(id)
+	return int64(n), err
 }
 
 // batchUpdate runs fn in a group-committed write transaction (write; fn may

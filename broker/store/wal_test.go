@@ -1,0 +1,241 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// crashStore stops s as a crash would: the committer exits without its
+// checkpoint and the files are closed, so what was acknowledged since the
+// last checkpoint is only in the write-ahead log.
+func crashStore(t *testing.T, s *Store) {
+	t.Helper()
+	g := &s.commits
+	g.mu.Lock()
+	g.crash, g.closed = true, true
+	g.mu.Unlock()
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+	<-g.exited
+	s.closed.Store(true)
+	if err := s.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.log.close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// noCheckpoints holds checkpoints off for the test (Close still makes one).
+func noCheckpoints(t *testing.T) {
+	every, bytes := checkpointEvery, checkpointBytes
+	checkpointEvery, checkpointBytes = time.Hour, 1<<40
+	t.Cleanup(func() { checkpointEvery, checkpointBytes = every, bytes })
+}
+
+// ledgerOf reads back the whole ledger and checks that it chains.
+func ledgerOf(t *testing.T, s *Store) (n uint64) {
+	t.Helper()
+	var prev []byte
+	err := s.ScanLedger(1, func(seq uint64, entry []byte) error {
+		n++
+		if seq != n {
+			return fmt.Errorf("seq %d at position %d", seq, n)
+		}
+		if want := fmt.Appendf(nil, "%d:%x:", seq, prev); !bytes.HasPrefix(entry, want) {
+			return fmt.Errorf("seq %d entry %q does not chain to %x", seq, entry, prev)
+		}
+		h := sha256.Sum256(entry)
+		prev = h[:]
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, hash, err := s.LedgerHead()
+	if err != nil || head != n || !bytes.Equal(hash, prev) {
+		t.Fatalf("head %d %x (%v), ledger ends at %d %x", head, hash, err, n, prev)
+	}
+	return n
+}
+
+func TestWALReplayAfterCrash(t *testing.T) {
+	noCheckpoints(t)
+	path := filepath.Join(t.TempDir(), "broker.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Some entries reach the file (a write transaction checkpoints the
+	// log first), the rest only the log.
+	for i := range 10 {
+		if _, err := s.AppendLedgerSpending(context.Background(), chainBuild(fmt.Sprint(i)), Spend{IDs: []string{"t"}, Limits: []int64{0}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SpendCalls([]string{"other"}, []int64{0}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 90 {
+		if _, err := s.AppendLedgerSpending(context.Background(), chainBuild(fmt.Sprint(i)), Spend{IDs: []string{"t"}, Limits: []int64{100}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _ := s.CallCount("t"); n != 100 {
+		t.Fatalf("call count before the crash %d, want 100", n)
+	}
+	crashStore(t, s)
+
+	// Read-only, the log cannot be applied: refused, not a short ledger.
+	if _, err := Open(path, Options{ReadOnly: true}); !errors.Is(err, ErrPendingLog) {
+		t.Fatalf("read-only open with 90 records in the log: %v, want ErrPendingLog", err)
+	}
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := ledgerOf(t, s); n != 100 {
+		t.Fatalf("ledger after replay has %d entries, want 100", n)
+	}
+	if n, _ := s.CallCount("t"); n != 100 {
+		t.Fatalf("call count after replay %d, want 100", n)
+	}
+	// The budget holds across the crash: t is at its limit of 100.
+	_, err = s.AppendLedgerSpending(context.Background(), chainBuild("over"), Spend{IDs: []string{"t"}, Limits: []int64{100}})
+	if err == nil {
+		t.Fatal("a spent budget was charged again after replay")
+	}
+	if _, err := s.AppendLedger(context.Background(), chainBuild("after")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("read-only open after a clean close: %v", err)
+	}
+	defer ro.Close()
+	if n := ledgerOf(t, ro); n != 101 {
+		t.Fatalf("ledger has %d entries, want 101", n)
+	}
+	if err := ro.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWALTornTail damages the log's last record, as a crash in the middle
+// of a group's write can: replay keeps what precedes it.
+func TestWALTornTail(t *testing.T) {
+	noCheckpoints(t)
+	for _, damage := range []string{"truncate", "flip"} {
+		t.Run(damage, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "broker.db")
+			s, err := Open(path, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var end int64
+			for i := range 20 {
+				if _, err := s.AppendLedger(context.Background(), chainBuild(fmt.Sprint(i))); err != nil {
+					t.Fatal(err)
+				}
+				if i == 18 {
+					end = s.commits.log.off // where record 20 starts
+				}
+			}
+			crashStore(t, s)
+			wal := walPath(path)
+			switch damage {
+			case "truncate":
+				if err := os.Truncate(wal, end+20); err != nil {
+					t.Fatal(err)
+				}
+			case "flip":
+				f, err := os.OpenFile(wal, os.O_RDWR, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b := make([]byte, 1)
+				f.ReadAt(b, end+30)
+				b[0] ^= 0x40
+				f.WriteAt(b, end+30)
+				f.Close()
+			}
+			s, err = Open(path, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if n := ledgerOf(t, s); n != 19 {
+				t.Fatalf("ledger after a torn tail has %d entries, want 19", n)
+			}
+			// Appends chain on from what was kept.
+			if _, err := s.AppendLedger(context.Background(), chainBuild("next")); err != nil {
+				t.Fatal(err)
+			}
+			if n := ledgerOf(t, s); n != 20 {
+				t.Fatalf("ledger has %d entries, want 20", n)
+			}
+		})
+	}
+}
+
+// TestReadWALStopsAtStaleRecords: a group rewritten in place (its first
+// write failed) can leave records of the failed group after the new one;
+// they carry the next sequence numbers but do not chain, so replay stops.
+func TestReadWALStopsAtStaleRecords(t *testing.T) {
+	rec := func(seq uint64, tag string) *walRec {
+		return &walRec{seq: seq, hash: []byte{byte(seq)}, entry: []byte(tag), spends: []spendPut{{id: "t", n: seq}}}
+	}
+	// The failed group: 4, 5, 6 after 1..3.
+	var buf []byte
+	var sum uint32
+	for i := uint64(1); i <= 6; i++ {
+		tag := "ok"
+		if i > 3 {
+			tag = "failed"
+		}
+		buf, sum = appendRec(buf, rec(i, tag), sum)
+	}
+	// Rewritten: 4 only, in place.
+	var rewritten []byte
+	sum = 0
+	for i := uint64(1); i <= 4; i++ {
+		rewritten, sum = appendRec(rewritten, rec(i, map[bool]string{true: "ok", false: "new"}[i <= 3]), sum)
+	}
+	copy(buf, rewritten)
+	path := filepath.Join(t.TempDir(), "x.wal")
+	if err := os.WriteFile(path, buf, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := readWAL(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 4 || string(recs[3].entry) != "new" {
+		t.Fatalf("replayed %d records (last %q), want 1..4 ending with the rewritten one", len(recs), recs[len(recs)-1].entry)
+	}
+	// Records at or below the file's head are skipped.
+	recs, _ = readWAL(path, 2)
+	if len(recs) != 2 || recs[0].seq != 3 {
+		t.Fatalf("after head 2: %d records from %d", len(recs), recs[0].seq)
+	}
+	// A round trip of every field.
+	r := rec(9, "entry")
+	r.spends = append(r.spends, spendPut{id: "parent", n: 1 << 40})
+	b, _ := appendRec(nil, r, 0)
+	got, err := decodeRec(b[walHeaderBytes:])
+	if err != nil || got.seq != 9 || string(got.entry) != "entry" || len(got.spends) != 2 || got.spends[1] != (spendPut{"parent", 1 << 40}) {
+		t.Fatalf("decode: %+v, %v", got, err)
+	}
+}
