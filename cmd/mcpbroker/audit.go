@@ -576,6 +576,17 @@ func listAudit(dir string, f audit.Filter) ([]audit.Entry, error) {
 	return audit.List(st, f)
 }
 
+// applyLog opens the store at path writable, which applies the records its
+// write-ahead log holds beyond the file, and closes it.
+func applyLog(path string) error {
+	st, err := store.Open(path, store.Options{LockTimeout: time.Second})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "mcpbroker: applied the write-ahead log of %s (the broker did not shut down cleanly)\n", path)
+	return st.Close()
+}
+
 // openStore opens the data dir's store read-only, failing fast if a broker
 // holds it; remoteErr is why its admin socket did not serve the request.
 func openStore(dir string, remoteErr error) (*store.Store, error) {
@@ -584,6 +595,13 @@ func openStore(dir string, remoteErr error) (*store.Store, error) {
 		return nil, fmt.Errorf("no audit data in %s", dir)
 	}
 	st, err := store.Open(path, store.Options{ReadOnly: true, LockTimeout: time.Second})
+	if errors.Is(err, store.ErrPendingLog) {
+		// The broker stopped without closing the store: apply its
+		// write-ahead log (as its next start would), then read.
+		if err = applyLog(path); err == nil {
+			st, err = store.Open(path, store.Options{ReadOnly: true, LockTimeout: time.Second})
+		}
+	}
 	if err != nil {
 		if errors.Is(err, store.ErrLocked) {
 			if remoteErr == nil {

@@ -417,6 +417,11 @@ func readDecisions(dir string, t time.Time) ([]audit.Entry, error) {
 		return nil, fmt.Errorf("no audit data in %s: %w", dir, err)
 	}
 	st, err := store.Open(path, store.Options{ReadOnly: true, LockTimeout: time.Second})
+	if errors.Is(err, store.ErrPendingLog) {
+		if err = applyLog(path); err == nil {
+			st, err = store.Open(path, store.Options{ReadOnly: true, LockTimeout: time.Second})
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -66,5 +68,45 @@ func TestCLIAdminCommands(t *testing.T) {
 	mcpbroker(t, false, "approvals", "history", "--data", b.data)
 	if out := mcpbroker(t, false, "audit", "verify", "--data", b.data); !strings.Contains(out, "ok") {
 		t.Errorf("audit verify: %s", out)
+	}
+}
+
+// TestAuditAfterKill kills the broker (SIGKILL: no shutdown, no
+// checkpoint) right after calls were answered: every answered call's
+// records must be in the audit trail that the offline commands read (they
+// apply the store's write-ahead log first), and the trail must verify.
+func TestAuditAfterKill(t *testing.T) {
+	b := startBroker(t, brokerConfig{servers: []downstream{stdioTestserver(t, "ts", t.TempDir()+"/events")}})
+	cs := connect(t, b.url, "2025-11-25", nil, "")
+	const calls = 20
+	for i := range calls {
+		if res := callTool(t, cs, "ts__echo", map[string]any{"text": fmt.Sprint("kill ", i)}); res.IsError {
+			t.Fatalf("call %d: %s", i, resultText(res))
+		}
+	}
+	b.stopped = true
+	if err := b.proc.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-b.proc.done
+
+	out := mcpbroker(t, false, "audit", "verify", "--data", b.data)
+	if !strings.Contains(out, "ok") {
+		t.Fatalf("audit verify after SIGKILL: %s", out)
+	}
+	decided, completed := 0, 0
+	for _, e := range auditList(t, b.data) {
+		if e.Event.Method != "tools/call" {
+			continue
+		}
+		switch e.Event.Type {
+		case "call.decided":
+			decided++
+		case "call.completed":
+			completed++
+		}
+	}
+	if decided != calls || completed != calls {
+		t.Fatalf("after SIGKILL the trail holds %d call.decided and %d call.completed records for %d answered calls", decided, completed, calls)
 	}
 }
