@@ -21,6 +21,7 @@ import (
 var (
 	checkpointEvery = 50 * time.Millisecond // vars for the tests
 	checkpointBytes = 4 << 20
+	walLimit        = 64 << 20 // appends fail while the log holds this much (checkpoints failing)
 )
 
 // groupCommit is the store's write path: group commit by one long-lived
@@ -236,6 +237,18 @@ func (s *Store) process(batch []*pendingWrite) {
 // is durable.
 func (s *Store) logAppends(ops []*pendingWrite) {
 	g := &s.commits
+	if g.logged >= walLimit {
+		// Checkpoints have been failing (the file cannot take the
+		// records): the log does not grow without bound in memory and on
+		// disk; appends fail until a checkpoint succeeds.
+		if err := s.checkpoint(); err != nil {
+			err = fmt.Errorf("write-ahead log full (%d bytes) and the checkpoint to the file failed: %w", g.logged, err)
+			for _, p := range ops {
+				p.done <- err
+			}
+			return
+		}
+	}
 	start := time.Now()
 	seq, hash := g.headSeq, g.headHash
 	var spent map[string]uint64 // counters this group sets
