@@ -48,11 +48,12 @@ type groupCommit struct {
 	busy        atomic.Int64  // nanoseconds spent committing
 
 	// The committer's own state.
-	log     *wal
-	pending []walRec // in the log, not yet in the bbolt file
-	logged  int      // bytes of pending in the log
-	since   time.Time
-	buf     []byte
+	log      *wal
+	pending  []walRec  // in the log, not yet in the bbolt file
+	logged   int       // bytes of pending in the log
+	since    time.Time // when the oldest pending record was logged
+	failedAt time.Time // the last failed checkpoint
+	buf      []byte
 
 	// What readers need of the log's state (headMu).
 	headMu   sync.Mutex
@@ -76,9 +77,10 @@ func (s *Store) CommitStats() CommitStats {
 // pendingWrite is a queued write: a transaction function (fn), a ledger
 // append (led), or neither (a checkpoint).
 type pendingWrite struct {
-	fn   func(*bolt.Tx) error
-	led  *ledgerOp
-	done chan error // buffered 1
+	fn    func(*bolt.Tx) error
+	led   *ledgerOp
+	probe bool       // Probe: fails while the log refuses appends
+	done  chan error // buffered 1
 }
 
 // ledgerOp is an append: build makes the entry for its sequence number,
@@ -197,19 +199,49 @@ func (s *Store) committer() {
 				break
 			}
 			s.process(batch)
+			// Under steady load the queue never runs dry: checkpoints
+			// are due between batches, not only when it does.
+			s.checkpointIfDue()
 		}
 		if closed {
-			_ = s.checkpoint() // Close: a failure leaves the records in the log for Open
+			// Close: a clean stop leaves nothing in the log. If the
+			// checkpoint fails the records stay there for Open.
+			if s.checkpoint() == nil {
+				_ = g.log.truncate()
+			}
 			return
 		}
+		s.checkpointIfDue()
 		if len(g.pending) > 0 {
-			if due := time.Until(g.since.Add(checkpointEvery)); due <= 0 || g.logged >= checkpointBytes {
-				_ = s.checkpoint() // on failure they stay in the log; retried on the next round
-				timer.Reset(checkpointEvery)
-			} else {
-				timer.Reset(due)
-			}
+			timer.Reset(max(time.Until(s.dueAt()), time.Millisecond))
 		}
+	}
+}
+
+// dueAt is when the pending records are due in the file: checkpointEvery
+// after the oldest of them, or after the last failed attempt.
+func (s *Store) dueAt() time.Time {
+	g := &s.commits
+	return later(g.since, g.failedAt).Add(checkpointEvery)
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// checkpointIfDue checkpoints when the log is old or big enough. A failed
+// checkpoint is retried checkpointEvery later (the records are safe in the
+// log meanwhile).
+func (s *Store) checkpointIfDue() {
+	g := &s.commits
+	if len(g.pending) == 0 || g.logged < checkpointBytes && time.Now().Before(s.dueAt()) {
+		return
+	}
+	if s.checkpoint() != nil {
+		g.failedAt = time.Now()
 	}
 }
 
@@ -237,6 +269,12 @@ func (s *Store) process(batch []*pendingWrite) {
 // is durable.
 func (s *Store) logAppends(ops []*pendingWrite) {
 	g := &s.commits
+	if err := g.log.broken; err != nil {
+		for _, p := range ops {
+			p.done <- err
+		}
+		return
+	}
 	if g.logged >= walLimit {
 		// Checkpoints have been failing (the file cannot take the
 		// records): the log does not grow without bound in memory and on
@@ -273,6 +311,9 @@ func (s *Store) logAppends(ops []*pendingWrite) {
 		entry, h, err := op.build(seq+1, hash)
 		if err == nil && (len(entry) == 0 || len(h) == 0) {
 			err = errors.New("empty entry or hash")
+		}
+		if err == nil {
+			err = recFits(h, entry, puts)
 		}
 		if err != nil {
 			p.done <- fmt.Errorf("build ledger entry %d: %w", seq+1, err)
@@ -328,7 +369,7 @@ func (s *Store) charge(sp *Spend, group map[string]uint64) ([]spendPut, error) {
 		n, ok := group[id]
 		if !ok {
 			var err error
-			if n, err = s.callCount(id); err != nil {
+			if n, err = s.counter(id); err != nil {
 				return nil, err
 			}
 		}
@@ -340,9 +381,18 @@ func (s *Store) charge(sp *Spend, group map[string]uint64) ([]spendPut, error) {
 	return puts, nil
 }
 
-// callCount is a task's call counter: the log's if it set one since the
-// last checkpoint, else the file's.
+// callCount is a task's call counter, for readers.
 func (s *Store) callCount(id string) (uint64, error) {
+	if s.closed.Load() {
+		return 0, fmt.Errorf("call count: %w", ErrClosed)
+	}
+	return s.counter(id)
+}
+
+// counter is a task's call counter: the log's if it set one since the last
+// checkpoint, else the file's. The committer uses it while Close drains
+// the queue.
+func (s *Store) counter(id string) (n uint64, err error) {
 	g := &s.commits
 	g.headMu.Lock()
 	n, ok := g.counts[id]
@@ -350,13 +400,18 @@ func (s *Store) callCount(id string) (uint64, error) {
 	if ok {
 		return n, nil
 	}
-	err := s.view("call count", func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketTasks).Get([]byte("c/" + id)); len(v) == 8 {
-			n = binary.BigEndian.Uint64(v)
-		}
-		return nil
+	err = recoverCorrupt(func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			if v := tx.Bucket(bucketTasks).Get([]byte("c/" + id)); len(v) == 8 {
+				n = binary.BigEndian.Uint64(v)
+			}
+			return nil
+		})
 	})
-	return n, err
+	if err != nil {
+		return 0, fmt.Errorf("call count: %w", mapErr(err))
+	}
+	return n, nil
 }
 
 // applyRecs writes logged records into the file.
@@ -413,8 +468,10 @@ func (s *Store) checkpoint() error {
 // checkpointed notes that the pending records are in the file.
 func (s *Store) checkpointed() {
 	g := &s.commits
+	clear(g.pending) // drop the entries (the array is kept)
 	g.pending = g.pending[:0]
 	g.logged = 0
+	g.failedAt = time.Time{}
 	g.headMu.Lock()
 	clear(g.counts)
 	g.headMu.Unlock()
@@ -427,6 +484,14 @@ func (s *Store) checkpointed() {
 // transaction retried without it.
 func (s *Store) commitBatch(batch []*pendingWrite) {
 	g := &s.commits
+	if err := g.log.broken; err != nil {
+		batch = slices.DeleteFunc(slices.Clone(batch), func(p *pendingWrite) bool {
+			if p.probe {
+				p.done <- err
+			}
+			return p.probe
+		})
+	}
 	start := time.Now()
 	defer func() { g.busy.Add(int64(time.Since(start))) }()
 	fns := 0

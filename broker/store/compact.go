@@ -112,21 +112,22 @@ func (s *Store) Size() (int64, error) {
 // metaProbe is rewritten by Probe.
 var metaProbe = []byte("probe")
 
-// Probe commits a tiny write transaction (with fsync) and reports whether
-// the store is writable: for readiness checks after a failed append, so the
-// broker can report healthy again once space returns.
+// Probe commits a tiny write transaction (with fsync) through the
+// committer and reports whether the store is writable: for readiness checks
+// after a failed append, so the broker can report healthy again once space
+// returns. It fails while the write-ahead log refuses appends.
 func (s *Store) Probe(ctx context.Context) error {
 	if s.closed.Load() {
 		return fmt.Errorf("probe store: %w", ErrClosed)
 	}
-	done := make(chan error, 1)
-	go func() {
-		done <- s.db.Update(func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketMeta).Put(metaProbe, []byte{1})
-		})
-	}()
+	p := &pendingWrite{probe: true, done: make(chan error, 1), fn: func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(metaProbe, []byte{1})
+	}}
+	if err := s.enqueue(p); err != nil {
+		return fmt.Errorf("probe store: %w", err)
+	}
 	select {
-	case err := <-done:
+	case err := <-p.done:
 		if err != nil {
 			return fmt.Errorf("probe store: %w", mapErr(err))
 		}

@@ -6,6 +6,6 @@ import (
 )
 
 // fdatasync flushes f's data (and the metadata needed to read it back).
-func fdatasync(f *os.File) error {
+var fdatasync = func(f *os.File) error { // a var for fault-injection tests
 	return syscall.Fdatasync(int(f.Fd()))
 }

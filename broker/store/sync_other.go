@@ -4,4 +4,4 @@ package store
 
 import "os"
 
-func fdatasync(f *os.File) error { return f.Sync() }
+var fdatasync = func(f *os.File) error { return f.Sync() }

@@ -62,6 +62,30 @@ type wal struct {
 	size   int64  // bytes of the file known to exist (zero-filled beyond the records)
 	last   uint32 // checksum of the record before off
 	noSync bool
+	// broken is set when a failed group could not be erased: it might
+	// be replayed, so the log takes no more appends until reopened.
+	broken error
+}
+
+// recFits reports whether a record with this hash, entry and spends can be
+// encoded and read back (the length fields' limits).
+func recFits(hash, entry []byte, spends []spendPut) error {
+	size := 8 + 2 + len(hash) + 4 + len(entry) + 2
+	for _, sp := range spends {
+		if len(sp.id) > 0xffff {
+			return fmt.Errorf("task id of %d bytes is too long for the write-ahead log", len(sp.id))
+		}
+		size += 2 + len(sp.id) + 8
+	}
+	switch {
+	case len(hash) > 0xffff:
+		return fmt.Errorf("hash of %d bytes is too long for the write-ahead log", len(hash))
+	case len(spends) > 0xffff:
+		return fmt.Errorf("%d budget charges are too many for one write-ahead log record", len(spends))
+	case size > walMaxRecord:
+		return fmt.Errorf("ledger entry of %d bytes exceeds the write-ahead log's record limit (%d)", len(entry), walMaxRecord)
+	}
+	return nil
 }
 
 func walPath(dbPath string) string { return dbPath + ".wal" }
@@ -199,22 +223,56 @@ func openWAL(path string, noSync bool) (*wal, error) {
 // checksum last) at the log's end and makes it durable. On error nothing
 // moves: the next group is written in the same place.
 func (w *wal) write(buf []byte, last uint32) error {
+	if w.broken != nil {
+		return w.broken
+	}
 	if end := w.off + int64(len(buf)); end > w.size {
 		if err := w.grow(end); err != nil {
-			return err
+			return err // nothing written where records go
 		}
 	}
-	if _, err := w.f.WriteAt(buf, w.off); err != nil {
+	_, err := w.f.WriteAt(buf, w.off)
+	if err == nil && !w.noSync {
+		if err = fdatasync(w.f); err != nil {
+			err = fmt.Errorf("sync: %w", err)
+		}
+	}
+	if err != nil {
+		// The group may be in the file anyway (a failed sync leaves the
+		// data in the page cache): erase its first header, so it never
+		// replays as if it had been acknowledged.
+		if eraseErr := w.erase(); eraseErr != nil {
+			w.broken = fmt.Errorf("write-ahead log unusable until the store is reopened: a failed write (%v) could not be erased: %w", err, eraseErr)
+			return w.broken
+		}
 		return fmt.Errorf("write-ahead log: %w", err)
-	}
-	if !w.noSync {
-		if err := fdatasync(w.f); err != nil {
-			return fmt.Errorf("write-ahead log sync: %w", err)
-		}
 	}
 	w.off += int64(len(buf))
 	w.last = last
 	return nil
+}
+
+// erase zeroes the record header at off, durably: replay stops there.
+func (w *wal) erase() error {
+	if _, err := w.f.WriteAt(make([]byte, walHeaderBytes), w.off); err != nil {
+		return err
+	}
+	if w.noSync {
+		return nil
+	}
+	return fdatasync(w.f)
+}
+
+// truncate empties the log (a clean stop: everything is in the file).
+func (w *wal) truncate() error {
+	if err := w.f.Truncate(0); err != nil {
+		return err
+	}
+	w.off, w.size, w.last = 0, 0, 0
+	if w.noSync {
+		return nil
+	}
+	return w.f.Sync()
 }
 
 // grow zero-fills the log up to at least end (in walGrowChunk steps) and

@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -237,5 +240,197 @@ func TestReadWALStopsAtStaleRecords(t *testing.T) {
 	got, err := decodeRec(b[walHeaderBytes:])
 	if err != nil || got.seq != 9 || string(got.entry) != "entry" || len(got.spends) != 2 || got.spends[1] != (spendPut{"parent", 1 << 40}) {
 		t.Fatalf("decode: %+v, %v", got, err)
+	}
+}
+
+// failSyncs makes the next n fdatasyncs fail, as a failing disk would.
+func failSyncs(t *testing.T, n int) {
+	orig := fdatasync
+	left := n
+	fdatasync = func(f *os.File) error {
+		if left > 0 {
+			left--
+			return errors.New("EIO (injected)")
+		}
+		return orig(f)
+	}
+	t.Cleanup(func() { fdatasync = orig })
+}
+
+// TestWALFailedGroupNeverReplays: a group whose fdatasync failed was
+// reported failed (the call was denied), but its bytes may be in the file;
+// it must not come back as an acknowledged entry (nor spend a budget) when
+// the log is replayed. One failed sync: the group is erased and the log
+// goes on. Failed syncs throughout: the log refuses appends (and Probe
+// fails) until reopened.
+func TestWALFailedGroupNeverReplays(t *testing.T) {
+	noCheckpoints(t)
+	t.Run("erased", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "broker.db")
+		s, err := Open(path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.AppendLedger(context.Background(), chainBuild("good")); err != nil {
+			t.Fatal(err)
+		}
+		failSyncs(t, 1)
+		if _, err := s.AppendLedgerSpending(context.Background(), chainBuild("FAILED"), Spend{IDs: []string{"t1"}, Limits: []int64{1}}); err == nil {
+			t.Fatal("append whose sync failed reported success")
+		}
+		if err := s.Probe(context.Background()); err != nil {
+			t.Fatalf("probe after an erased failure: %v", err)
+		}
+		crashStore(t, s)
+		s, err = Open(path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if n := ledgerOf(t, s); n != 1 {
+			t.Fatalf("ledger has %d entries after replay, want 1 (the failed one came back)", n)
+		}
+		if c, _ := s.CallCount("t1"); c != 0 {
+			t.Fatalf("the failed append's budget charge came back: %d", c)
+		}
+	})
+	t.Run("broken", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "broker.db")
+		s, err := Open(path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.AppendLedger(context.Background(), chainBuild("good")); err != nil {
+			t.Fatal(err)
+		}
+		failSyncs(t, 2) // the group's sync and the erase's
+		if _, err := s.AppendLedger(context.Background(), chainBuild("FAILED")); err == nil {
+			t.Fatal("append whose sync failed reported success")
+		}
+		if _, err := s.AppendLedger(context.Background(), chainBuild("after")); err == nil {
+			t.Fatal("the log took an append after a failure it could not erase")
+		}
+		if err := s.Probe(context.Background()); err == nil {
+			t.Fatal("probe reports a store ready whose log refuses appends")
+		}
+		if err := s.Close(); err != nil { // checkpoints "good", empties the log
+			t.Fatal(err)
+		}
+		if st, err := os.Stat(walPath(path)); err != nil || st.Size() != 0 {
+			t.Fatalf("log after a clean close: %v, %v bytes", err, st.Size())
+		}
+		s, err = Open(path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if n := ledgerOf(t, s); n != 1 {
+			t.Fatalf("ledger has %d entries, want 1", n)
+		}
+		if _, err := s.AppendLedger(context.Background(), chainBuild("reopened")); err != nil {
+			t.Fatalf("append after reopening: %v", err)
+		}
+	})
+}
+
+// TestWALCheckpointsUnderLoad: with writers that never let the queue run
+// dry, checkpoints still happen (the log stays near checkpointBytes).
+func TestWALCheckpointsUnderLoad(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "broker.db")
+	s, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	pad := strings.Repeat("x", 1024)
+	for i := range 32 {
+		wg.Go(func() {
+			for j := 0; !stop.Load(); j++ {
+				if _, err := s.AppendLedger(context.Background(), chainBuild(fmt.Sprint(i, ".", j, pad))); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	var maxSize int64
+	for deadline := time.Now().Add(1500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if st, err := os.Stat(walPath(path)); err == nil && st.Size() > maxSize {
+			maxSize = st.Size()
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	if limit := int64(checkpointBytes) + 2*walGrowChunk; maxSize > limit {
+		t.Fatalf("the log grew to %d bytes under load (checkpoints at %d)", maxSize, checkpointBytes)
+	}
+	if s.CommitStats().Writes < 1000 {
+		t.Fatalf("only %d appends in 1.5 s: the load did not run", s.CommitStats().Writes)
+	}
+}
+
+// TestWALRefusesWhatItCannotReplay: an entry too large for a log record is
+// refused, not acknowledged and then lost (with everything after it) on
+// replay.
+func TestWALRefusesWhatItCannotReplay(t *testing.T) {
+	noCheckpoints(t)
+	path := filepath.Join(t.TempDir(), "broker.db")
+	s, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendLedger(context.Background(), chainBuild(strings.Repeat("y", walMaxRecord))); err == nil {
+		t.Fatal("an entry larger than a log record was acknowledged")
+	}
+	if _, err := s.AppendLedger(context.Background(), chainBuild("small")); err != nil {
+		t.Fatal(err)
+	}
+	crashStore(t, s)
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if n := ledgerOf(t, s); n != 1 {
+		t.Fatalf("ledger has %d entries after replay, want 1", n)
+	}
+}
+
+// TestCloseDuringSpendingAppends: appends that charge a budget and are
+// queued when Close starts are committed, not refused.
+func TestCloseDuringSpendingAppends(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "broker.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var acked atomic.Int64
+	for i := range 300 {
+		wg.Go(func() {
+			_, err := s.AppendLedgerSpending(context.Background(), chainBuild(fmt.Sprint(i)), Spend{IDs: []string{fmt.Sprint("t", i)}, Limits: []int64{5}})
+			switch {
+			case err == nil:
+				acked.Add(1)
+			case !errors.Is(err, ErrClosed) || strings.Contains(err.Error(), "call count"):
+				t.Errorf("append %d: %v (want success, or refused at the queue with ErrClosed)", i, err)
+			}
+		})
+		if i == 150 {
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	wg.Wait()
+	r, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if n, _ := r.LedgerLen(); int64(n) != acked.Load() {
+		t.Fatalf("%d appends acknowledged, %d in the file", acked.Load(), n)
 	}
 }
