@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"strconv"
+	"sync"
 )
 
 // hashDomain separates ledger hashes from any other SHA-256 use.
@@ -24,11 +26,33 @@ const hashDomain = "mcpbroker.audit.v1\n"
 // U+2029 as \u escapes; invalid UTF-8 replaced by U+FFFD). The golden test in
 // testdata/ freezes these bytes.
 func Canonical(ev Event) ([]byte, error) {
-	b, err := canonicalEvent(&ev)
+	sc := getScratch()
+	defer putScratch(sc)
+	b, err := appendCanonicalEvent(sc.b[:0], &ev)
 	if err != nil {
 		return nil, fmt.Errorf("encode event: %w", err)
 	}
-	return b, nil
+	sc.b = b
+	return bytes.Clone(b), nil
+}
+
+// scratch is a reusable encoding buffer (scratchPool). Whoever takes one
+// from the pool owns it until putScratch; nothing may keep a slice of it
+// after that.
+type scratch struct{ b []byte }
+
+// maxPooledScratch keeps a record with a huge detail from pinning a huge
+// buffer in the pool.
+const maxPooledScratch = 64 << 10
+
+var scratchPool = sync.Pool{New: func() any { return &scratch{b: make([]byte, 0, 2048)} }}
+
+func getScratch() *scratch { return scratchPool.Get().(*scratch) }
+
+func putScratch(sc *scratch) {
+	if cap(sc.b) <= maxPooledScratch {
+		scratchPool.Put(sc)
+	}
 }
 
 // canonicalGeneric is the reference definition Canonical must match:
@@ -61,19 +85,34 @@ func canonicalize(raw []byte) ([]byte, error) {
 	return out, nil
 }
 
-// entryHash is the chain hash of one entry; see the package doc.
-func entryHash(seq uint64, prevHex string, canonicalEvent []byte) [sha256.Size]byte {
-	h := sha256.New()
-	h.Write([]byte(hashDomain))
-	h.Write(strconv.AppendUint(nil, seq, 10))
-	h.Write([]byte{'\n'})
-	h.Write([]byte(prevHex))
-	h.Write([]byte{'\n'})
-	h.Write(canonicalEvent)
+// entryHash is the chain hash of one entry; see the package doc. prevHex is
+// the previous entry's hash in lower-case hex, as a string or as bytes.
+func entryHash[S string | []byte](seq uint64, prevHex S, canonicalEvent []byte) [sha256.Size]byte {
+	c := chainHashers.Get().(*chainHasher)
+	defer chainHashers.Put(c)
+	c.h.Reset()
+	hdr := append(c.hdr[:0], hashDomain...)
+	hdr = strconv.AppendUint(hdr, seq, 10)
+	hdr = append(hdr, '\n')
+	hdr = append(hdr, prevHex...)
+	hdr = append(hdr, '\n')
+	c.h.Write(hdr)
+	c.h.Write(canonicalEvent)
 	var sum [sha256.Size]byte
-	h.Sum(sum[:0])
+	copy(sum[:], c.h.Sum(c.sum[:0]))
 	return sum
 }
+
+// chainHasher is the state entryHash reuses (chainHashers): a SHA-256 and
+// buffers for the hash input's header and the sum, so that hashing an entry
+// allocates nothing. entryHash holds one only for the duration of a call.
+type chainHasher struct {
+	h   hash.Hash
+	hdr [len(hashDomain) + 20 + 1 + 2*sha256.Size + 1]byte
+	sum [sha256.Size]byte
+}
+
+var chainHashers = sync.Pool{New: func() any { return &chainHasher{h: sha256.New()} }}
 
 // storedEntry is the ledger value: Entry with the event kept as its exact
 // canonical bytes.

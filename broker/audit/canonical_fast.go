@@ -2,26 +2,36 @@ package audit
 
 import (
 	"encoding/json"
+	"math"
 	"slices"
 	"strconv"
 )
 
-// canonicalEvent writes the canonical JSON of ev directly: the same bytes as
-// canonicalize(json.Marshal(ev)) (TestCanonicalFastMatchesGeneric checks it
-// on random events, the golden test pins it), without the encode, decode
-// and re-encode round trip. The keys are written in canonical (byte-sorted)
-// order into one buffer.
-func canonicalEvent(ev *Event) ([]byte, error) {
-	t, err := ev.Time.MarshalJSON()
+// appendCanonicalEvent appends the canonical JSON of ev to dst: the same
+// bytes as canonicalize(json.Marshal(ev)) (TestCanonicalFastMatchesGeneric
+// checks it on random events, the golden test pins it), without the encode,
+// decode and re-encode round trip. The keys are written in canonical
+// (byte-sorted) order. On error it returns nil and the error encoding/json
+// would have returned for the first unencodable field.
+func appendCanonicalEvent(dst []byte, ev *Event) ([]byte, error) {
+	// The time is checked first (encoding/json's field order): its error
+	// wins over a bad latency's, as in the reference.
+	var tbuf [64]byte
+	t, err := ev.Time.AppendText(tbuf[:0]) // MarshalJSON's text, without quotes or allocation
 	if err != nil {
+		if _, err := ev.Time.MarshalJSON(); err != nil {
+			return nil, err // its exact error
+		}
 		return nil, err
 	}
-	var latency, checkpoint []byte
+	var latency []byte
+	var lbuf [32]byte
 	if ev.LatencyMS != 0 {
-		if latency, err = json.Marshal(ev.LatencyMS); err != nil { // encoding/json's float format
+		if latency, err = appendJSONFloat(lbuf[:0], ev.LatencyMS); err != nil {
 			return nil, err
 		}
 	}
+	var checkpoint []byte
 	if ev.Checkpoint != nil {
 		raw, err := json.Marshal(ev.Checkpoint)
 		if err != nil {
@@ -31,11 +41,12 @@ func canonicalEvent(ev *Event) ([]byte, error) {
 			return nil, err
 		}
 	}
-	w := canonWriter{b: make([]byte, 0, 1536+len(ev.Detail))} // a decided record with three passes is about 1 KB
+	w := canonWriter{b: dst}
 	w.b = append(w.b, '{')
 	w.str("agent", ev.Agent)
 	if len(ev.Args) > 0 {
-		keys := make([]string, 0, len(ev.Args))
+		var kbuf [16]string // on the stack for the usual few arguments
+		keys := kbuf[:0]
 		for k := range ev.Args {
 			keys = append(keys, k)
 		}
@@ -98,7 +109,10 @@ func canonicalEvent(ev *Event) ([]byte, error) {
 	w.str("target", ev.Target)
 	w.str("task", ev.Task)
 	w.str("tenant", ev.Tenant)
-	w.raw("time", t)
+	w.key("time")
+	w.b = append(w.b, '"')
+	w.b = append(w.b, t...) // RFC 3339: nothing to escape
+	w.b = append(w.b, '"')
 	w.key("type")
 	w.b = appendJSONString(w.b, string(ev.Type))
 	w.key("v")
@@ -202,4 +216,29 @@ func appendJSONStrings(b []byte, ss []string) []byte {
 		b = appendJSONString(b, s)
 	}
 	return append(b, ']')
+}
+
+// appendJSONFloat appends f as encoding/json prints a float64 (ES6 number
+// formatting: %f between 1e-6 and 1e21, otherwise %e with a short
+// exponent); NaN and infinities are handed to encoding/json for its error.
+// TestAppendJSONFloat compares it with json.Marshal.
+func appendJSONFloat(b []byte, f float64) ([]byte, error) {
+	if math.IsInf(f, 0) || math.IsNaN(f) {
+		_, err := json.Marshal(f)
+		return nil, err
+	}
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' {
+		// clean up e-09 to e-9
+		n := len(b)
+		if n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b, nil
 }

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -216,44 +217,100 @@ func (l *Ledger) record(ctx context.Context, ev Event, sp *store.Spend) (Entry, 
 	if err := ev.Validate(); err != nil {
 		return Entry{}, fmt.Errorf("record %s: %w", ev.Type, err)
 	}
-	canon, err := Canonical(ev)
+	eb, err := newEntryBuilder(&ev)
 	if err != nil {
 		return Entry{}, fmt.Errorf("record %s: %w", ev.Type, err)
 	}
-	// build may run more than once; the last run is the one committed, so
-	// prev and hash hold the committed values when AppendLedger succeeds.
-	var prev, hash string
 	start := time.Now()
-	build := func(seq uint64, prevHash []byte) ([]byte, []byte, error) {
-		p := hex.EncodeToString(prevHash)
-		sum := entryHash(seq, p, canon)
-		h := hex.EncodeToString(sum[:])
-		// The stored form of storedEntry, written directly: this runs
-		// inside the write transaction, and canon is already compact JSON.
-		b := make([]byte, 0, len(canon)+len(p)+len(h)+48)
-		b = append(b, `{"seq":`...)
-		b = strconv.AppendUint(b, seq, 10)
-		b = append(b, `,"prev":"`...)
-		b = append(b, p...)
-		b = append(b, `","hash":"`...)
-		b = append(b, h...)
-		b = append(b, `","event":`...)
-		b = append(b, canon...)
-		b = append(b, '}')
-		prev, hash = p, h
-		return b, sum[:], nil
-	}
 	var seq uint64
 	if sp != nil {
-		seq, err = l.store.AppendLedgerSpending(ctx, build, *sp)
+		seq, err = l.store.AppendLedgerSpending(ctx, eb.build, *sp)
 	} else {
-		seq, err = l.store.AppendLedger(ctx, build)
+		seq, err = l.store.AppendLedger(ctx, eb.build)
 	}
 	l.observe(seq, start, err)
 	if err != nil {
 		return Entry{}, fmt.Errorf("record %s call %q: %w", ev.Type, ev.CallID, err)
 	}
-	return Entry{Seq: seq, Prev: prev, Hash: hash, Event: ev}, nil
+	return Entry{Seq: seq, Prev: eb.prev, Hash: eb.hash, Event: ev}, nil
+}
+
+// entryHeadroom is the longest prefix of a stored entry,
+// {"seq":N,"prev":"P","hash":"H","event":, for a 20-digit N and SHA-256 P and
+// H: entryBuilder leaves this much room in front of the canonical event, and
+// build writes the prefix into it, so the stored entry needs no copy.
+const entryHeadroom = len(`{"seq":`) + 20 + len(`,"prev":"`) + 2*sha256.Size + len(`","hash":"`) + 2*sha256.Size + len(`","event":`)
+
+// entryBuilder makes the stored entry of one record (storedEntry's JSON,
+// written directly: canon is already compact JSON) in the store's write
+// path. Its build method is the store's build callback.
+type entryBuilder struct {
+	// buf holds the stored entry, buf[at:end] (room for the prefix, the
+	// canonical event, the closing brace), and after it the entry hash,
+	// buf[end:]. build gives both slices to the store, which owns them
+	// from then on.
+	buf   []byte
+	end   int
+	first bool // build has not run yet
+
+	// After build: the hex hashes of the previous entry and this one.
+	prev, hash string
+}
+
+// newEntryBuilder encodes ev (Canonical's bytes) for build. The event is
+// encoded into a pooled buffer, since its length is not known before, and
+// copied into the entry's own allocation; the pooled buffer is back in the
+// pool before the append, so nothing the store holds is ever reused.
+func newEntryBuilder(ev *Event) (*entryBuilder, error) {
+	sc := getScratch()
+	defer putScratch(sc)
+	canon, err := appendCanonicalEvent(sc.b[:0], ev)
+	if err != nil {
+		return nil, fmt.Errorf("encode event: %w", err)
+	}
+	sc.b = canon
+	end := entryHeadroom + len(canon) + 1
+	buf := make([]byte, end+sha256.Size)
+	copy(buf[entryHeadroom:], canon)
+	buf[end-1] = '}'
+	return &entryBuilder{buf: buf, end: end, first: true}, nil
+}
+
+// build runs on the store's committer, serialized with every other append:
+// it writes the prefix and the hash into buf and nothing else, and keeps
+// nothing of prevHash. Should the store ever run it again, the store owns
+// buf by then: a later run returns new slices (reading only the event's
+// bytes in buf). The last run is the one committed, so prev and hash hold
+// the committed values when the append succeeds.
+func (e *entryBuilder) build(seq uint64, prevHash []byte) ([]byte, []byte, error) {
+	canon := e.buf[entryHeadroom : e.end-1]
+	var pre [entryHeadroom]byte
+	p := append(pre[:0], `{"seq":`...)
+	p = strconv.AppendUint(p, seq, 10)
+	p = append(p, `,"prev":"`...)
+	i := len(p)
+	p = hex.AppendEncode(p, prevHash)
+	sum := entryHash(seq, p[i:], canon)
+	p = append(p, `","hash":"`...)
+	j := len(p)
+	p = hex.AppendEncode(p, sum[:])
+	// One string holds both hex hashes: P","hash":"H.
+	both := string(p[i:])
+	e.prev, e.hash = both[:j-len(`","hash":"`)-i], both[j-i:]
+	p = append(p, `","event":`...)
+	if !e.first || len(p) > entryHeadroom { // run again, or a previous hash longer than SHA-256's (no room)
+		b := make([]byte, 0, len(p)+len(canon)+1+sha256.Size)
+		b = append(append(append(b, p...), canon...), '}')
+		n := len(b)
+		b = append(b, sum[:]...)
+		return b[:n:n], b[n:], nil
+	}
+	e.first = false
+	at := entryHeadroom - len(p)
+	copy(e.buf[at:], p)
+	h := e.buf[e.end : e.end+sha256.Size : e.end+sha256.Size]
+	copy(h, sum[:])
+	return e.buf[at:e.end:e.end], h, nil
 }
 
 // Ready returns nil while the ledger can be written: after a failed append
