@@ -7,11 +7,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 )
 
 // KeySize is the length of the digest key in bytes.
@@ -26,6 +28,16 @@ const DigestPrefix = "hmac-sha256:"
 // Hasher is safe for concurrent use and never prints its key.
 type Hasher struct {
 	key []byte
+	// macs holds keyed HMAC states for Digest to reuse (*hmacState); each
+	// is used by one Digest at a time and reset before use.
+	macs sync.Pool
+}
+
+// hmacState is one reusable HMAC-SHA256 under the Hasher's key, with room
+// for its sum so that Sum need not allocate.
+type hmacState struct {
+	mac hash.Hash
+	sum [sha256.Size]byte
 }
 
 // LoadOrCreateKey reads the 32-byte key at path, or creates it with mode
@@ -128,9 +140,18 @@ func createKey(path, what string) error {
 // Digest returns "hmac-sha256:<hex>" of b under the deployment key. The
 // caller canonicalizes b first: equal canonical bytes give equal digests.
 func (h *Hasher) Digest(b []byte) string {
-	m := hmac.New(sha256.New, h.key)
-	m.Write(b)
-	return DigestPrefix + hex.EncodeToString(m.Sum(nil))
+	st, _ := h.macs.Get().(*hmacState)
+	if st == nil {
+		st = &hmacState{mac: hmac.New(sha256.New, h.key)}
+	}
+	st.mac.Reset() // back to the keyed initial state
+	st.mac.Write(b)
+	sum := st.mac.Sum(st.sum[:0])
+	var out [len(DigestPrefix) + 2*sha256.Size]byte
+	d := append(out[:0], DigestPrefix...)
+	d = hex.AppendEncode(d, sum)
+	h.macs.Put(st)
+	return string(d)
 }
 
 // String hides the key.
