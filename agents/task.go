@@ -232,6 +232,20 @@ func NewHandle() (handle, hash string) {
 
 // HashHandle is how a handle is looked up: only its hash is stored.
 func HashHandle(handle string) string {
-	s := sha256.Sum256([]byte(handle))
-	return hex.EncodeToString(s[:])
+	var hx [2 * sha256.Size]byte
+	return string(appendHandleHash(hx[:0], handle))
+}
+
+// appendHandleHash appends HashHandle(handle) to dst. A handle of the usual
+// length is hashed from a copy on the stack, not from a []byte conversion,
+// which would allocate.
+func appendHandleHash(dst []byte, handle string) []byte {
+	var sum [sha256.Size]byte
+	var b [64]byte
+	if len(handle) <= len(b) {
+		sum = sha256.Sum256(b[:copy(b[:], handle)])
+	} else {
+		sum = sha256.Sum256([]byte(handle))
+	}
+	return hex.AppendEncode(dst, sum[:])
 }

@@ -74,21 +74,35 @@ const maxCachedTasks = 50000
 // Get returns a task by ID.
 func (ts *Tasks) Get(id string) (*Task, error) { return ts.get(id) }
 
+// get returns a copy of the task with id, which the caller may change.
 func (ts *Tasks) get(id string) (*Task, error) {
+	t, err := ts.lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	c := *t
+	return &c, nil
+}
+
+// lookup returns the task with id read-only: the cached value itself,
+// shared with every other lookup, or the store's. Only readers in this
+// file call it (ancestry and its users, Resolve until it copies); they never
+// change the task or let it out. Cached values are never changed after
+// remember stores them: a change (Revoke) is made to a copy, which put
+// caches anew.
+func (ts *Tasks) lookup(id string) (*Task, error) {
 	ts.mu.RLock()
 	t, ok := ts.byID[id]
 	ts.mu.RUnlock()
 	if ok {
-		c := *t
-		return &c, nil
+		return t, nil
 	}
 	t, err := ts.store.GetTask(id)
 	if err != nil {
 		return nil, err
 	}
 	ts.remember(t)
-	c := *t
-	return &c, nil
+	return t, nil
 }
 
 func (ts *Tasks) remember(t *Task) {
@@ -118,16 +132,17 @@ func (ts *Tasks) List() ([]*Task, error) { return ts.store.ListTasks() }
 // Resolve finds the task a handle names and checks that agent may use it
 // and that it (and every ancestor) is live.
 func (ts *Tasks) Resolve(handle, agent string) (*Task, error) {
-	hash := HashHandle(handle)
+	var hx [64]byte
+	hash := appendHandleHash(hx[:0], handle) // HashHandle(handle), on the stack
 	ts.mu.RLock()
-	id, cached := ts.byHash[hash]
+	id, cached := ts.byHash[string(hash)]
 	ts.mu.RUnlock()
-	var t *Task
+	var t *Task // read-only until copied for the caller
 	var err error
 	if cached {
-		t, err = ts.get(id)
+		t, err = ts.lookup(id)
 	} else {
-		t, err = ts.store.TaskByHandle(hash)
+		t, err = ts.store.TaskByHandle(string(hash))
 		if err == nil {
 			ts.remember(t)
 		}
@@ -141,38 +156,79 @@ func (ts *Tasks) Resolve(handle, agent string) (*Task, error) {
 	if err := ts.Check(t); err != nil {
 		return nil, err
 	}
+	if cached {
+		c := *t
+		t = &c
+	}
 	return t, nil
 }
 
 // Ancestry returns t and its ancestors, t first, as stored now (so a
-// revocation made since t was loaded is seen).
+// revocation made since t was loaded is seen). The tasks are the caller's.
 func (ts *Tasks) Ancestry(t *Task) ([]*Task, error) {
-	cur, err := ts.get(t.ID)
+	anc, err := ts.ancestry(t, nil)
 	if err != nil {
 		return nil, err
 	}
-	t = cur
-	out := []*Task{t}
-	seen := map[string]bool{t.ID: true}
+	for i, a := range anc {
+		c := *a
+		anc[i] = &c
+	}
+	return anc, nil
+}
+
+// ancestry is Ancestry appended to buf, read-only: the tasks are lookup's,
+// shared, for the readers in this file (Check, Charge, Remaining).
+func (ts *Tasks) ancestry(t *Task, buf []*Task) ([]*Task, error) {
+	t, err := ts.lookup(t.ID)
+	if err != nil {
+		return nil, err
+	}
+	out := append(buf[:0], t)
+	var seen map[string]bool // past a short ancestry; a short one is scanned
 	for cur := t; cur.Parent != ""; {
-		p, err := ts.get(cur.Parent)
+		p, err := ts.lookup(cur.Parent)
 		if err != nil {
 			return nil, fmt.Errorf("parent of %s: %w", cur.ID, err)
 		}
-		if seen[p.ID] {
+		if seenTask(out, seen, p.ID) {
 			return nil, fmt.Errorf("task %s: parent cycle", t.ID)
 		}
-		seen[p.ID] = true
 		out = append(out, p)
+		if seen != nil {
+			seen[p.ID] = true
+		} else if len(out) > shortAncestry {
+			seen = make(map[string]bool, 2*len(out))
+			for _, a := range out {
+				seen[a.ID] = true
+			}
+		}
 		cur = p
 	}
 	return out, nil
 }
 
+// shortAncestry is how long an ancestry is scanned for a cycle before
+// ancestry keeps a set of the IDs it has seen.
+const shortAncestry = 16
+
+func seenTask(out []*Task, seen map[string]bool, id string) bool {
+	if seen != nil {
+		return seen[id]
+	}
+	for _, a := range out {
+		if a.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
 // Check reports whether t and all its ancestors are unrevoked and
 // unexpired: revoking or expiring a task ends its descendants.
 func (ts *Tasks) Check(t *Task) error {
-	anc, err := ts.Ancestry(t)
+	var buf [8]*Task
+	anc, err := ts.ancestry(t, buf[:0])
 	if err != nil {
 		return err
 	}
@@ -200,10 +256,21 @@ func (ts *Tasks) Spend(t *Task) error {
 // have a budget, with their limits (empty when nothing bounds it). The
 // broker commits the charge together with the call's decision record.
 func (ts *Tasks) Charge(t *Task) (ids []string, limits []int64, err error) {
-	anc, err := ts.Ancestry(t)
+	var buf [8]*Task
+	anc, err := ts.ancestry(t, buf[:0])
 	if err != nil {
 		return nil, nil, err
 	}
+	n := 0
+	for _, a := range anc {
+		if a.MaxCalls > 0 {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil, nil, nil
+	}
+	ids, limits = make([]string, 0, n), make([]int64, 0, n)
 	for _, a := range anc {
 		if a.MaxCalls > 0 {
 			ids, limits = append(ids, a.ID), append(limits, a.MaxCalls)
@@ -215,7 +282,8 @@ func (ts *Tasks) Charge(t *Task) (ids []string, limits []int64, err error) {
 // Remaining is the number of calls t may still make (the least over its
 // ancestry), or -1 if nothing bounds it.
 func (ts *Tasks) Remaining(t *Task) (int64, error) {
-	anc, err := ts.Ancestry(t)
+	var buf [8]*Task
+	anc, err := ts.ancestry(t, buf[:0])
 	if err != nil {
 		return 0, err
 	}
