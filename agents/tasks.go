@@ -1,7 +1,6 @@
 package agents
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -337,5 +336,3 @@ func (ts *Tasks) Revoke(id string) (*Task, error) {
 	}
 	return t, nil
 }
-
-var _ = errors.New
