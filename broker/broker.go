@@ -189,6 +189,10 @@ func New(cfg Config, opts Options) (b *Broker, err error) {
 		st := b.store.CommitStats()
 		return st.Txs, st.Writes, st.Busy
 	})
+	b.metrics.StoreCheckpoints(func() (uint64, uint64, int64) {
+		st := b.store.CommitStats()
+		return st.Checkpoints, st.CheckpointFailures, st.LogBytes
+	})
 	b.ready.Add("policy", func(context.Context) error {
 		if b.engine.Set() == nil {
 			return errors.New("no policy set")

@@ -122,6 +122,9 @@ func TestFastLane(t *testing.T) {
 	for _, want := range []string{
 		fmt.Sprintf("mcpbroker_fastlane_calls_total %d", b.fast.served.Load()),
 		"mcpbroker_fastlane_handovers_total 1",
+		"mcpbroker_store_checkpoints_total ",
+		"mcpbroker_store_checkpoint_failures_total 0",
+		"mcpbroker_store_wal_bytes ",
 	} {
 		if !strings.Contains(string(prom), want) {
 			t.Errorf("/metrics lacks %q", want)

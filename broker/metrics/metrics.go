@@ -181,7 +181,7 @@ func (m *Metrics) StoreCommits(stats func() (txs, writes uint64, busy time.Durat
 	}
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: namespace, Name: "store_transactions_total",
-		Help: "Write transactions committed (each one fsync'd group commit).",
+		Help: "Durable group commits: write-ahead log groups and bbolt transactions (one fsync'd commit each).",
 	}, func() float64 { t, _, _ := stats(); return float64(t) }))
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: namespace, Name: "store_writes_total",
@@ -191,6 +191,27 @@ func (m *Metrics) StoreCommits(stats func() (txs, writes uint64, busy time.Durat
 		Namespace: namespace, Name: "store_commit_busy_seconds_total",
 		Help: "Time the store spent committing (fsync included); its rate near 1 means the ledger's single writer is saturated.",
 	}, func() float64 { _, _, b := stats(); return b.Seconds() }))
+}
+
+// StoreCheckpoints registers the store's write-ahead log counters, read at
+// scrape time: checkpoints (the log applied to the bbolt file), failed
+// checkpoints, and the bytes the log holds that are not yet in the file.
+func (m *Metrics) StoreCheckpoints(stats func() (checkpoints, failures uint64, logBytes int64)) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: namespace, Name: "store_checkpoints_total",
+		Help: "Times the ledger's write-ahead log was applied to the bbolt file.",
+	}, func() float64 { c, _, _ := stats(); return float64(c) }))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: namespace, Name: "store_checkpoint_failures_total",
+		Help: "Checkpoints that failed; their records stay durable in the write-ahead log and are retried.",
+	}, func() float64 { _, f, _ := stats(); return float64(f) }))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "store_wal_bytes",
+		Help: "Bytes of audit records in the write-ahead log not yet in the bbolt file (appends fail at 64 MiB).",
+	}, func() float64 { _, _, b := stats(); return float64(b) }))
 }
 
 // FastLane registers counters of the tools/call fast lane, read at scrape

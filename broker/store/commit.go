@@ -46,6 +46,9 @@ type groupCommit struct {
 
 	txs, writes atomic.Uint64 // committed groups (log or bbolt); writes they carried
 	busy        atomic.Int64  // nanoseconds spent committing
+	checkpoints atomic.Uint64 // log applied to the file (checkpoints and other write transactions)
+	cpFailures  atomic.Uint64 // checkpoints that failed (the records stay in the log)
+	logBytes    atomic.Int64  // bytes in the log not yet in the file
 
 	// The committer's own state.
 	log      *wal
@@ -67,11 +70,17 @@ type CommitStats struct {
 	Txs    uint64        // durable commits: log groups and bbolt transactions (one fsync'd commit each)
 	Writes uint64        // writes they carried (Writes/Txs is the mean batch)
 	Busy   time.Duration // time spent in commits, fsync included
+
+	Checkpoints        uint64 // times the write-ahead log was applied to the file
+	CheckpointFailures uint64 // checkpoints that failed (their records stay in the log)
+	LogBytes           int64  // bytes in the log now, not yet in the file
 }
 
 // CommitStats reports the store's group-commit counters.
 func (s *Store) CommitStats() CommitStats {
-	return CommitStats{Txs: s.commits.txs.Load(), Writes: s.commits.writes.Load(), Busy: time.Duration(s.commits.busy.Load())}
+	g := &s.commits
+	return CommitStats{Txs: g.txs.Load(), Writes: g.writes.Load(), Busy: time.Duration(g.busy.Load()),
+		Checkpoints: g.checkpoints.Load(), CheckpointFailures: g.cpFailures.Load(), LogBytes: g.logBytes.Load()}
 }
 
 // pendingWrite is a queued write: a transaction function (fn), a ledger
@@ -352,6 +361,7 @@ func (s *Store) logAppends(ops []*pendingWrite) {
 		}
 		g.pending = append(g.pending, recs...)
 		g.logged += len(buf)
+		g.logBytes.Store(int64(g.logged))
 		g.txs.Add(1)
 		g.writes.Add(uint64(len(ok)))
 	}
@@ -459,6 +469,7 @@ func (s *Store) checkpoint() error {
 	err := s.db.Update(func(tx *bolt.Tx) error { return applyRecs(tx, g.pending) })
 	g.busy.Add(int64(time.Since(start)))
 	if err != nil {
+		g.cpFailures.Add(1)
 		return err
 	}
 	s.checkpointed()
@@ -471,6 +482,8 @@ func (s *Store) checkpointed() {
 	clear(g.pending) // drop the entries (the array is kept)
 	g.pending = g.pending[:0]
 	g.logged = 0
+	g.logBytes.Store(0)
+	g.checkpoints.Add(1)
 	g.failedAt = time.Time{}
 	g.headMu.Lock()
 	clear(g.counts)

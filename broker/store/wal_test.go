@@ -96,6 +96,9 @@ func TestWALReplayAfterCrash(t *testing.T) {
 	if n, _ := s.CallCount("t"); n != 100 {
 		t.Fatalf("call count before the crash %d, want 100", n)
 	}
+	if st := s.CommitStats(); st.Checkpoints != 1 || st.LogBytes == 0 || st.Writes != 101 {
+		t.Fatalf("stats before the crash: %+v, want 1 checkpoint (SpendCalls), 101 writes, bytes in the log", st)
+	}
 	crashStore(t, s)
 
 	// Read-only, the log cannot be applied: refused, not a short ledger.
