@@ -21,11 +21,6 @@ const SchemaVersion uint64 = 1
 // Options.LockTimeout is zero.
 const DefaultLockTimeout = time.Second
 
-// DefaultBatchDelay is how long a group commit waits for company when
-// Options.BatchDelay is zero. bbolt's own default (10ms) would add 10ms to
-// every audit record of an idle broker, twice per call.
-const DefaultBatchDelay = time.Millisecond
-
 // Bucket names. Each is created by Open.
 var (
 	bucketLedger    = []byte("ledger")
@@ -57,9 +52,6 @@ type Options struct {
 	// NoSync skips fsync on commit. Only for tests and benchmarks: a crash
 	// can then lose committed audit records.
 	NoSync bool
-	// BatchDelay is how long a group commit waits for other writers to join
-	// before it commits; zero means DefaultBatchDelay.
-	BatchDelay time.Duration
 }
 
 // Store is an open bbolt file. It is safe for concurrent use. Close releases
@@ -95,10 +87,6 @@ func Open(path string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open store %s: %w", path, ErrLocked)
 		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
-	}
-	db.MaxBatchDelay = opts.BatchDelay
-	if db.MaxBatchDelay <= 0 {
-		db.MaxBatchDelay = DefaultBatchDelay
 	}
 	s := &Store{db: db, path: path}
 	err = recoverCorrupt(func() error {
