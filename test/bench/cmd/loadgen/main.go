@@ -91,21 +91,15 @@ func main() {
 		return
 	}
 	w := bench.Workload{Kind: *workload, SleepMS: *sleepMS, Payload: *payload}
-	if *memprofile != "" && !*procs {
+	if *memprofile != "" && !*procs && *soak == 0 {
 		defer func() {
-			runtime.GC()
-			f, err := os.Create(*memprofile)
-			if err != nil {
-				log.Fatal(err)
-			}
-			defer f.Close()
-			if err := pprof.WriteHeapProfile(f); err != nil {
+			if err := writeHeapProfile(*memprofile); err != nil {
 				log.Fatal(err)
 			}
 		}()
 	}
 	if *soak > 0 {
-		if err := soakRun(ctx, *soak, *roundDur, ints(*clients)[0], strings.Split(*eras, ",")[0], w, ints(*pols)); err != nil {
+		if err := soakRun(ctx, *soak, *roundDur, ints(*clients)[0], strings.Split(*eras, ",")[0], w, ints(*pols), *memprofile); err != nil {
 			log.Fatal(err)
 		}
 		return
@@ -209,10 +203,25 @@ func cpuModel() string {
 	return "cpu unknown"
 }
 
+// writeHeapProfile writes this process's heap profile, after a GC, to path.
+func writeHeapProfile(path string) error {
+	runtime.GC()
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return pprof.WriteHeapProfile(f)
+}
+
 // soakRun drives the broker at constant load for d and reports, after each
 // interval, calls/s and the live heap, goroutines and RSS after a GC: a
 // leak shows as a trend, not as one number.
-func soakRun(ctx context.Context, d, interval time.Duration, clients int, era string, w bench.Workload, pols []int) error {
+//
+// With memprofile, a heap profile is written after each interval to
+// memprofile.<interval number>: `go tool pprof -base FILE.1 FILE.10` shows
+// what grew.
+func soakRun(ctx context.Context, d, interval time.Duration, clients int, era string, w bench.Workload, pols []int, memprofile string) error {
 	rig, err := bench.NewRig(ctx, bench.RigOptions{Era: era, Policies: pols[:1], NoDirect: true, NoProxy: true})
 	if err != nil {
 		return err
@@ -222,6 +231,7 @@ func soakRun(ctx context.Context, d, interval time.Duration, clients int, era st
 	fmt.Println("| minute | calls/s | p99 | heap MiB (after GC) | goroutines | RSS MiB |")
 	fmt.Println("|---|---|---|---|---|---|")
 	start := time.Now()
+	n := 0
 	for time.Since(start) < d && ctx.Err() == nil {
 		stats, err := bench.Run(ctx, rig.Targets, era, clients, w, 1, interval)
 		if err != nil {
@@ -231,6 +241,12 @@ func soakRun(ctx context.Context, d, interval time.Duration, clients int, era st
 		st := stats[0]
 		fmt.Printf("| %.1f | %.0f | %s | %.1f | %d | %.0f |\n", time.Since(start).Minutes(), st.CallsPerSec(), st.Pct(0.99),
 			float64(bench.HeapInUse())/(1<<20), runtime.NumGoroutine(), float64(bench.RSS())/(1<<20))
+		if memprofile != "" {
+			n++
+			if err := writeHeapProfile(fmt.Sprintf("%s.%d", memprofile, n)); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
