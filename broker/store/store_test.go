@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -290,51 +291,76 @@ func TestSchemaVersionMismatch(t *testing.T) {
 
 // TestCloseDuringAppends closes the store while appends are in flight:
 // every append either succeeds and is in the file afterwards, or fails with
-// ErrClosed; Close waits for the commits it let in.
+// ErrClosed at the queue; Close commits what it let in (appends that charge
+// a budget too).
 func TestCloseDuringAppends(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "broker.db")
-	s, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	const n = 300
-	var wg sync.WaitGroup
-	acked := make(chan uint64, n)
-	for i := range n {
-		wg.Go(func() {
-			seq, err := s.AppendLedger(context.Background(), chainBuild(fmt.Sprint(i)))
-			switch {
-			case err == nil:
-				acked <- seq
-			case !errors.Is(err, ErrClosed):
-				t.Errorf("append %d: %v, want success or ErrClosed", i, err)
+	for _, spending := range []bool{false, true} {
+		t.Run(fmt.Sprint("spending=", spending), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "broker.db")
+			s := mustOpen(t, path, Options{})
+			const n = 300
+			var wg sync.WaitGroup
+			acked := make(chan uint64, n)
+			for i := range n {
+				wg.Go(func() {
+					var seq uint64
+					var err error
+					if spending {
+						seq, err = s.AppendLedgerSpending(context.Background(), chainBuild(fmt.Sprint(i)), Spend{IDs: []string{fmt.Sprint("t", i)}, Limits: []int64{5}})
+					} else {
+						seq, err = s.AppendLedger(context.Background(), chainBuild(fmt.Sprint(i)))
+					}
+					switch {
+					case err == nil:
+						acked <- seq
+					case !errors.Is(err, ErrClosed) || strings.Contains(err.Error(), "call count"):
+						t.Errorf("append %d: %v, want success, or ErrClosed at the queue", i, err)
+					}
+				})
+				if i == n/2 {
+					if err := s.Close(); err != nil {
+						t.Fatal(err)
+					}
+				}
 			}
-		})
-		if i == n/2 {
-			if err := s.Close(); err != nil {
+			wg.Wait()
+			close(acked)
+			r := mustOpen(t, path, Options{ReadOnly: true})
+			defer r.Close()
+			last, err := r.LedgerLen()
+			if err != nil {
 				t.Fatal(err)
 			}
-		}
+			got := 0
+			for seq := range acked {
+				got++
+				if seq == 0 || seq > last {
+					t.Errorf("acknowledged seq %d not in the file (last %d)", seq, last)
+				}
+			}
+			if uint64(got) != last {
+				t.Errorf("%d appends acknowledged, %d in the file", got, last)
+			}
+		})
 	}
-	wg.Wait()
-	close(acked)
-	r, err := Open(path, Options{ReadOnly: true})
+}
+
+// mustOpen opens the store at path or fails the test.
+func mustOpen(t testing.TB, path string, opts Options) *Store {
+	t.Helper()
+	s, err := Open(path, opts)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("Open %s: %v", path, err)
 	}
-	defer r.Close()
-	last, err := r.LedgerLen()
+	return s
+}
+
+// mustAppend appends chainBuild(payload) or fails the test.
+func mustAppend(t testing.TB, s *Store, payload string) uint64 {
+	t.Helper()
+	seq, err := s.AppendLedger(context.Background(), chainBuild(payload))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("append %q: %v", payload, err)
 	}
-	got := 0
-	for seq := range acked {
-		got++
-		if seq == 0 || seq > last {
-			t.Errorf("acknowledged seq %d not in the file (last %d)", seq, last)
-		}
-	}
-	if uint64(got) != last {
-		t.Errorf("%d appends acknowledged, %d in the file", got, last)
-	}
+	return seq
 }

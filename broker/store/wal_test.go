@@ -74,10 +74,7 @@ func ledgerOf(t *testing.T, s *Store) (n uint64) {
 func TestWALReplayAfterCrash(t *testing.T) {
 	noCheckpoints(t)
 	path := filepath.Join(t.TempDir(), "broker.db")
-	s, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, path, Options{})
 	// Some entries reach the file (a write transaction checkpoints the
 	// log first), the rest only the log.
 	for i := range 10 {
@@ -105,10 +102,7 @@ func TestWALReplayAfterCrash(t *testing.T) {
 	if _, err := Open(path, Options{ReadOnly: true}); !errors.Is(err, ErrPendingLog) {
 		t.Fatalf("read-only open with 90 records in the log: %v, want ErrPendingLog", err)
 	}
-	s, err = Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = mustOpen(t, path, Options{})
 	if n := ledgerOf(t, s); n != 100 {
 		t.Fatalf("ledger after replay has %d entries, want 100", n)
 	}
@@ -116,20 +110,14 @@ func TestWALReplayAfterCrash(t *testing.T) {
 		t.Fatalf("call count after replay %d, want 100", n)
 	}
 	// The budget holds across the crash: t is at its limit of 100.
-	_, err = s.AppendLedgerSpending(context.Background(), chainBuild("over"), Spend{IDs: []string{"t"}, Limits: []int64{100}})
-	if err == nil {
+	if _, err := s.AppendLedgerSpending(context.Background(), chainBuild("over"), Spend{IDs: []string{"t"}, Limits: []int64{100}}); err == nil {
 		t.Fatal("a spent budget was charged again after replay")
 	}
-	if _, err := s.AppendLedger(context.Background(), chainBuild("after")); err != nil {
-		t.Fatal(err)
-	}
+	mustAppend(t, s, "after")
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	ro, err := Open(path, Options{ReadOnly: true})
-	if err != nil {
-		t.Fatalf("read-only open after a clean close: %v", err)
-	}
+	ro := mustOpen(t, path, Options{ReadOnly: true})
 	defer ro.Close()
 	if n := ledgerOf(t, ro); n != 101 {
 		t.Fatalf("ledger has %d entries, want 101", n)
@@ -146,15 +134,10 @@ func TestWALTornTail(t *testing.T) {
 	for _, damage := range []string{"truncate", "flip"} {
 		t.Run(damage, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "broker.db")
-			s, err := Open(path, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := mustOpen(t, path, Options{})
 			var end int64
 			for i := range 20 {
-				if _, err := s.AppendLedger(context.Background(), chainBuild(fmt.Sprint(i))); err != nil {
-					t.Fatal(err)
-				}
+				mustAppend(t, s, fmt.Sprint(i))
 				if i == 18 {
 					end = s.commits.log.off // where record 20 starts
 				}
@@ -177,18 +160,13 @@ func TestWALTornTail(t *testing.T) {
 				f.WriteAt(b, end+30)
 				f.Close()
 			}
-			s, err = Open(path, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			s = mustOpen(t, path, Options{})
 			defer s.Close()
 			if n := ledgerOf(t, s); n != 19 {
 				t.Fatalf("ledger after a torn tail has %d entries, want 19", n)
 			}
 			// Appends chain on from what was kept.
-			if _, err := s.AppendLedger(context.Background(), chainBuild("next")); err != nil {
-				t.Fatal(err)
-			}
+			mustAppend(t, s, "next")
 			if n := ledgerOf(t, s); n != 20 {
 				t.Fatalf("ledger has %d entries, want 20", n)
 			}
@@ -270,13 +248,8 @@ func TestWALFailedGroupNeverReplays(t *testing.T) {
 	noCheckpoints(t)
 	t.Run("erased", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "broker.db")
-		s, err := Open(path, Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.AppendLedger(context.Background(), chainBuild("good")); err != nil {
-			t.Fatal(err)
-		}
+		s := mustOpen(t, path, Options{})
+		mustAppend(t, s, "good")
 		failSyncs(t, 1)
 		if _, err := s.AppendLedgerSpending(context.Background(), chainBuild("FAILED"), Spend{IDs: []string{"t1"}, Limits: []int64{1}}); err == nil {
 			t.Fatal("append whose sync failed reported success")
@@ -285,10 +258,7 @@ func TestWALFailedGroupNeverReplays(t *testing.T) {
 			t.Fatalf("probe after an erased failure: %v", err)
 		}
 		crashStore(t, s)
-		s, err = Open(path, Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s = mustOpen(t, path, Options{})
 		defer s.Close()
 		if n := ledgerOf(t, s); n != 1 {
 			t.Fatalf("ledger has %d entries after replay, want 1 (the failed one came back)", n)
@@ -299,13 +269,8 @@ func TestWALFailedGroupNeverReplays(t *testing.T) {
 	})
 	t.Run("broken", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "broker.db")
-		s, err := Open(path, Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.AppendLedger(context.Background(), chainBuild("good")); err != nil {
-			t.Fatal(err)
-		}
+		s := mustOpen(t, path, Options{})
+		mustAppend(t, s, "good")
 		failSyncs(t, 2) // the group's sync and the erase's
 		if _, err := s.AppendLedger(context.Background(), chainBuild("FAILED")); err == nil {
 			t.Fatal("append whose sync failed reported success")
@@ -322,17 +287,12 @@ func TestWALFailedGroupNeverReplays(t *testing.T) {
 		if st, err := os.Stat(walPath(path)); err != nil || st.Size() != 0 {
 			t.Fatalf("log after a clean close: %v, %v bytes", err, st.Size())
 		}
-		s, err = Open(path, Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s = mustOpen(t, path, Options{})
 		defer s.Close()
 		if n := ledgerOf(t, s); n != 1 {
 			t.Fatalf("ledger has %d entries, want 1", n)
 		}
-		if _, err := s.AppendLedger(context.Background(), chainBuild("reopened")); err != nil {
-			t.Fatalf("append after reopening: %v", err)
-		}
+		mustAppend(t, s, "reopened")
 	})
 }
 
@@ -340,10 +300,7 @@ func TestWALFailedGroupNeverReplays(t *testing.T) {
 // dry, checkpoints still happen (the log stays near checkpointBytes).
 func TestWALCheckpointsUnderLoad(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "broker.db")
-	s, err := Open(path, Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, path, Options{NoSync: true})
 	defer s.Close()
 	var stop atomic.Bool
 	var wg sync.WaitGroup
@@ -380,60 +337,15 @@ func TestWALCheckpointsUnderLoad(t *testing.T) {
 func TestWALRefusesWhatItCannotReplay(t *testing.T) {
 	noCheckpoints(t)
 	path := filepath.Join(t.TempDir(), "broker.db")
-	s, err := Open(path, Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, path, Options{NoSync: true})
 	if _, err := s.AppendLedger(context.Background(), chainBuild(strings.Repeat("y", walMaxRecord))); err == nil {
 		t.Fatal("an entry larger than a log record was acknowledged")
 	}
-	if _, err := s.AppendLedger(context.Background(), chainBuild("small")); err != nil {
-		t.Fatal(err)
-	}
+	mustAppend(t, s, "small")
 	crashStore(t, s)
-	s, err = Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = mustOpen(t, path, Options{})
 	defer s.Close()
 	if n := ledgerOf(t, s); n != 1 {
 		t.Fatalf("ledger has %d entries after replay, want 1", n)
-	}
-}
-
-// TestCloseDuringSpendingAppends: appends that charge a budget and are
-// queued when Close starts are committed, not refused.
-func TestCloseDuringSpendingAppends(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "broker.db")
-	s, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var acked atomic.Int64
-	for i := range 300 {
-		wg.Go(func() {
-			_, err := s.AppendLedgerSpending(context.Background(), chainBuild(fmt.Sprint(i)), Spend{IDs: []string{fmt.Sprint("t", i)}, Limits: []int64{5}})
-			switch {
-			case err == nil:
-				acked.Add(1)
-			case !errors.Is(err, ErrClosed) || strings.Contains(err.Error(), "call count"):
-				t.Errorf("append %d: %v (want success, or refused at the queue with ErrClosed)", i, err)
-			}
-		})
-		if i == 150 {
-			if err := s.Close(); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	wg.Wait()
-	r, err := Open(path, Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	if n, _ := r.LedgerLen(); int64(n) != acked.Load() {
-		t.Fatalf("%d appends acknowledged, %d in the file", acked.Load(), n)
 	}
 }
