@@ -385,8 +385,15 @@ func (b *Broker) serveFast(w http.ResponseWriter, r *http.Request, ctx context.C
 		hw = &handoverWriter{w: w, fc: fc, h: http.Header{}}
 		go func() {
 			defer close(fc.over)
+			defer fc.adoptionRefused() // no-op once adopted
+			defer func() {
+				// net/http recovers a handler's panic on the
+				// connection's goroutine; this one is ours.
+				if p := recover(); p != nil {
+					b.log.Error("hand-over to mcp-go panicked", "tool", req.Params.Name, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				}
+			}()
 			next.ServeHTTP(hw, r2)
-			fc.adoptionRefused()
 		}()
 	}
 

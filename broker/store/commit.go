@@ -56,6 +56,7 @@ type groupCommit struct {
 	logged   int       // bytes of pending in the log
 	since    time.Time // when the oldest pending record was logged
 	failedAt time.Time // the last failed checkpoint
+	cpErr    error     // and its error
 	buf      []byte
 
 	// What readers need of the log's state (headMu).
@@ -67,7 +68,7 @@ type groupCommit struct {
 
 // CommitStats are the store's group-commit counters.
 type CommitStats struct {
-	Txs    uint64        // durable commits: log groups and bbolt transactions (one fsync'd commit each)
+	Txs    uint64        // durable group commits that carried writes: log groups, and bbolt transactions with other writes
 	Writes uint64        // writes they carried (Writes/Txs is the mean batch)
 	Busy   time.Duration // time spent in commits, fsync included
 
@@ -242,15 +243,21 @@ func later(a, b time.Time) time.Time {
 }
 
 // checkpointIfDue checkpoints when the log is old or big enough. A failed
-// checkpoint is retried checkpointEvery later (the records are safe in the
-// log meanwhile).
+// checkpoint is retried checkpointEvery later, however big the log (the
+// records are safe in it meanwhile).
 func (s *Store) checkpointIfDue() {
 	g := &s.commits
-	if len(g.pending) == 0 || g.logged < checkpointBytes && time.Now().Before(s.dueAt()) {
+	now := time.Now()
+	switch {
+	case len(g.pending) == 0:
+		return
+	case !g.failedAt.IsZero() && now.Before(g.failedAt.Add(checkpointEvery)):
+		return // retry delay
+	case g.logged < checkpointBytes && now.Before(g.since.Add(checkpointEvery)):
 		return
 	}
-	if s.checkpoint() != nil {
-		g.failedAt = time.Now()
+	if err := s.checkpoint(); err != nil {
+		g.failedAt, g.cpErr = now, err
 	}
 }
 
@@ -288,8 +295,9 @@ func (s *Store) logAppends(ops []*pendingWrite) {
 		// Checkpoints have been failing (the file cannot take the
 		// records): the log does not grow without bound in memory and on
 		// disk; appends fail until a checkpoint succeeds.
-		if err := s.checkpoint(); err != nil {
-			err = fmt.Errorf("write-ahead log full (%d bytes) and the checkpoint to the file failed: %w", g.logged, err)
+		s.checkpointIfDue()
+		if g.logged >= walLimit {
+			err := fmt.Errorf("write-ahead log full (%d bytes): checkpoints to the file are failing: %w", g.logged, g.cpErr)
 			for _, p := range ops {
 				p.done <- err
 			}
@@ -479,12 +487,14 @@ func (s *Store) checkpoint() error {
 // checkpointed notes that the pending records are in the file.
 func (s *Store) checkpointed() {
 	g := &s.commits
+	if len(g.pending) > 0 {
+		g.checkpoints.Add(1)
+	}
 	clear(g.pending) // drop the entries (the array is kept)
 	g.pending = g.pending[:0]
 	g.logged = 0
 	g.logBytes.Store(0)
-	g.checkpoints.Add(1)
-	g.failedAt = time.Time{}
+	g.failedAt, g.cpErr = time.Time{}, nil
 	g.headMu.Lock()
 	clear(g.counts)
 	g.headMu.Unlock()
@@ -497,13 +507,17 @@ func (s *Store) checkpointed() {
 // transaction retried without it.
 func (s *Store) commitBatch(batch []*pendingWrite) {
 	g := &s.commits
-	if err := g.log.broken; err != nil {
-		batch = slices.DeleteFunc(slices.Clone(batch), func(p *pendingWrite) bool {
-			if p.probe {
-				p.done <- err
-			}
-			return p.probe
-		})
+	if slices.ContainsFunc(batch, func(p *pendingWrite) bool { return p.probe }) {
+		// A probe also asks whether the log can take appends: not
+		// broken, and room for a group without growing the file.
+		if err := g.log.headroom(); err != nil {
+			batch = slices.DeleteFunc(slices.Clone(batch), func(p *pendingWrite) bool {
+				if p.probe {
+					p.done <- err
+				}
+				return p.probe
+			})
+		}
 	}
 	start := time.Now()
 	defer func() { g.busy.Add(int64(time.Since(start))) }()

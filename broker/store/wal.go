@@ -252,6 +252,18 @@ func (w *wal) write(buf []byte, last uint32) error {
 	return nil
 }
 
+// headroom reports whether the log can take a group: not broken, and
+// room for walGrowChunk/4 bytes past off (the file is grown if needed).
+func (w *wal) headroom() error {
+	if w.broken != nil {
+		return w.broken
+	}
+	if end := w.off + walGrowChunk/4; end > w.size {
+		return w.grow(end)
+	}
+	return nil
+}
+
 // erase zeroes the record header at off, durably: replay stops there.
 func (w *wal) erase() error {
 	if _, err := w.f.WriteAt(make([]byte, walHeaderBytes), w.off); err != nil {

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // crashStore stops s as a crash would: the committer exits without its
@@ -347,5 +349,47 @@ func TestWALRefusesWhatItCannotReplay(t *testing.T) {
 	defer s.Close()
 	if n := ledgerOf(t, s); n != 1 {
 		t.Fatalf("ledger has %d entries after replay, want 1", n)
+	}
+}
+
+// TestFailedCheckpointRetryDelay: a failing checkpoint is retried
+// checkpointEvery later, not on every batch, however big the log grows (each
+// attempt re-applies every pending record).
+func TestFailedCheckpointRetryDelay(t *testing.T) {
+	every, bytes := checkpointEvery, checkpointBytes
+	checkpointEvery, checkpointBytes = time.Hour, 4<<10
+	t.Cleanup(func() { checkpointEvery, checkpointBytes = every, bytes })
+	path := filepath.Join(t.TempDir(), "broker.db")
+	s := mustOpen(t, path, Options{NoSync: true})
+	defer crashStore(t, s)
+	// Every checkpoint fails: the file's head no longer matches the log.
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(metaLedgerSeq, u64(1000)) }); err != nil {
+		t.Fatal(err)
+	}
+	for range 200 {
+		mustAppend(t, s, strings.Repeat("padding-", 8))
+	}
+	if st := s.CommitStats(); st.CheckpointFailures != 1 || st.Checkpoints != 0 {
+		t.Fatalf("%d failed checkpoints (want 1: retried an hour later), %d done", st.CheckpointFailures, st.Checkpoints)
+	}
+}
+
+// TestCheckpointsCountOnlyTheLog: bbolt writes with nothing in the log are
+// not checkpoints.
+func TestCheckpointsCountOnlyTheLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "broker.db")
+	s := mustOpen(t, path, Options{NoSync: true})
+	defer s.Close()
+	for range 3 {
+		if err := s.SpendCalls([]string{"t"}, []int64{0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustAppend(t, s, "one")
+	if err := s.SpendCalls([]string{"t"}, []int64{0}); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.CommitStats(); st.Checkpoints != 1 {
+		t.Fatalf("Checkpoints = %d, want 1 (the log applied once)", st.Checkpoints)
 	}
 }
