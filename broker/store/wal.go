@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"os"
+	"path/filepath"
 )
 
 // The write-ahead log makes ledger appends durable with one fdatasync per
@@ -207,9 +208,18 @@ func readWAL(path string, head uint64) ([]walRec, error) {
 
 // openWAL opens (creating) the log for writing from offset 0.
 func openWAL(path string, noSync bool) (*wal, error) {
+	_, statErr := os.Stat(path)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open write-ahead log: %w", err)
+	}
+	if errors.Is(statErr, os.ErrNotExist) && !noSync {
+		// A new file: its directory entry must be durable before any
+		// record in it is acknowledged.
+		if err := syncDir(filepath.Dir(path)); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("open write-ahead log: %w", err)
+		}
 	}
 	st, err := f.Stat()
 	if err != nil {
@@ -306,6 +316,15 @@ func (w *wal) grow(end int64) error {
 	}
 	w.size = size
 	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // reset starts the log over at offset 0: everything in it is in the file.
