@@ -48,12 +48,11 @@ type groupCommit struct {
 	busy        atomic.Int64  // nanoseconds spent committing
 	checkpoints atomic.Uint64 // log applied to the file (checkpoints and other write transactions)
 	cpFailures  atomic.Uint64 // checkpoints that failed (the records stay in the log)
-	logBytes    atomic.Int64  // bytes in the log not yet in the file
+	logBytes    atomic.Int64  // bytes in the log not yet in the file (written by the committer only)
 
 	// The committer's own state.
 	log      *wal
 	pending  []walRec  // in the log, not yet in the bbolt file
-	logged   int       // bytes of pending in the log
 	since    time.Time // when the oldest pending record was logged
 	failedAt time.Time // the last failed checkpoint
 	cpErr    error     // and its error
@@ -253,7 +252,7 @@ func (s *Store) checkpointIfDue() {
 		return
 	case !g.failedAt.IsZero() && now.Before(g.failedAt.Add(checkpointEvery)):
 		return // retry delay
-	case g.logged < checkpointBytes && now.Before(g.since.Add(checkpointEvery)):
+	case g.logBytes.Load() < int64(checkpointBytes) && now.Before(g.since.Add(checkpointEvery)):
 		return
 	}
 	if err := s.checkpoint(); err != nil {
@@ -291,13 +290,13 @@ func (s *Store) logAppends(ops []*pendingWrite) {
 		}
 		return
 	}
-	if g.logged >= walLimit {
+	if g.logBytes.Load() >= int64(walLimit) {
 		// Checkpoints have been failing (the file cannot take the
 		// records): the log does not grow without bound in memory and on
 		// disk; appends fail until a checkpoint succeeds.
 		s.checkpointIfDue()
-		if g.logged >= walLimit {
-			err := fmt.Errorf("write-ahead log full (%d bytes): checkpoints to the file are failing: %w", g.logged, g.cpErr)
+		if n := g.logBytes.Load(); n >= int64(walLimit) {
+			err := fmt.Errorf("write-ahead log full (%d bytes): checkpoints to the file are failing: %w", n, g.cpErr)
 			for _, p := range ops {
 				p.done <- err
 			}
@@ -368,8 +367,7 @@ func (s *Store) logAppends(ops []*pendingWrite) {
 			g.since = start
 		}
 		g.pending = append(g.pending, recs...)
-		g.logged += len(buf)
-		g.logBytes.Store(int64(g.logged))
+		g.logBytes.Add(int64(len(buf)))
 		g.txs.Add(1)
 		g.writes.Add(uint64(len(ok)))
 	}
@@ -492,7 +490,6 @@ func (s *Store) checkpointed() {
 	}
 	clear(g.pending) // drop the entries (the array is kept)
 	g.pending = g.pending[:0]
-	g.logged = 0
 	g.logBytes.Store(0)
 	g.failedAt, g.cpErr = time.Time{}, nil
 	g.headMu.Lock()

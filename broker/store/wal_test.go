@@ -393,3 +393,47 @@ func TestCheckpointsCountOnlyTheLog(t *testing.T) {
 		t.Fatalf("Checkpoints = %d, want 1 (the log applied once)", st.Checkpoints)
 	}
 }
+
+// TestWALFullRefusesAppends: while checkpoints fail, the log takes appends
+// up to walLimit, then refuses them (nothing more is acknowledged), and
+// every acknowledged one replays.
+func TestWALFullRefusesAppends(t *testing.T) {
+	every, bytes, limit := checkpointEvery, checkpointBytes, walLimit
+	checkpointEvery, checkpointBytes, walLimit = time.Hour, 4<<10, 16<<10
+	t.Cleanup(func() { checkpointEvery, checkpointBytes, walLimit = every, bytes, limit })
+	path := filepath.Join(t.TempDir(), "broker.db")
+	s := mustOpen(t, path, Options{NoSync: true})
+	// Every checkpoint fails: the file's head no longer matches the log.
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(metaLedgerSeq, u64(1000)) }); err != nil {
+		t.Fatal(err)
+	}
+	acked := 0
+	var err error
+	for range 1000 {
+		if _, err = s.AppendLedger(context.Background(), chainBuild(strings.Repeat("padding-", 8))); err != nil {
+			break
+		}
+		acked++
+	}
+	if err == nil || !strings.Contains(err.Error(), "write-ahead log full") {
+		t.Fatalf("after %d appends with failing checkpoints: %v, want the log full", acked, err)
+	}
+	if st := s.CommitStats(); st.LogBytes < int64(walLimit) || st.Writes != uint64(acked) {
+		t.Fatalf("stats %+v after %d acknowledged appends", st, acked)
+	}
+	// Repair the file's head; the records are still in the log.
+	crashStore(t, s)
+	raw, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(metaLedgerSeq) }); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	s = mustOpen(t, path, Options{})
+	defer s.Close()
+	if n := ledgerOf(t, s); n != uint64(acked) {
+		t.Fatalf("ledger has %d entries after replay, want the %d acknowledged", n, acked)
+	}
+}
