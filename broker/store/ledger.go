@@ -26,8 +26,8 @@ const scanChunk = 256
 // change prevHash. Neither returned slice may be empty, and the store owns
 // both once build returns.
 //
-// AppendLedger returns the entry's sequence number once the transaction has
-// committed. It returns an error if the entry was not written, or if ctx ended
+// AppendLedger returns the entry's sequence number once its group is
+// durable in the log. It returns an error if the entry was not written, or if ctx ended
 // while the commit was still in flight, in which case the entry may or may not
 // have been written; either way the caller must treat the append as failed.
 // An entry is never written once ctx has ended before its transaction ran.

@@ -122,6 +122,9 @@ func (s *Store) recoverWAL(opts Options) error {
 	if err != nil {
 		return err
 	}
+	if head > 0 && len(hash) == 0 {
+		return fmt.Errorf("ledger head hash missing at seq %d: %w", head, ErrCorrupt)
+	}
 	recs, err := readWAL(walPath(s.path), head)
 	if err != nil {
 		return err
