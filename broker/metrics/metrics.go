@@ -181,7 +181,7 @@ func (m *Metrics) StoreCommits(stats func() (txs, writes uint64, busy time.Durat
 	}
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: namespace, Name: "store_transactions_total",
-		Help: "Durable group commits: write-ahead log groups and bbolt transactions (one fsync'd commit each).",
+		Help: "Durable group commits that carried writes: write-ahead log groups, and bbolt transactions with other writes (checkpoints count in store_checkpoints_total).",
 	}, func() float64 { t, _, _ := stats(); return float64(t) }))
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: namespace, Name: "store_writes_total",
