@@ -160,16 +160,13 @@ func (m *Metrics) LedgerSize(size func() (int64, error)) {
 	if m == nil {
 		return
 	}
-	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Namespace: namespace, Name: "store_size_bytes",
-		Help: "Size of the bbolt store file holding the audit ledger.",
-	}, func() float64 {
+	m.gaugeFunc("store_size_bytes", "Size of the bbolt store file holding the audit ledger.", func() float64 {
 		n, err := size()
 		if err != nil {
 			return -1
 		}
 		return float64(n)
-	}))
+	})
 }
 
 // StoreCommits registers counters of the store's committed transactions
@@ -179,18 +176,9 @@ func (m *Metrics) StoreCommits(stats func() (txs, writes uint64, busy time.Durat
 	if m == nil {
 		return
 	}
-	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Namespace: namespace, Name: "store_transactions_total",
-		Help: "Durable group commits that carried writes: write-ahead log groups, and bbolt transactions with other writes (checkpoints count in store_checkpoints_total).",
-	}, func() float64 { t, _, _ := stats(); return float64(t) }))
-	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Namespace: namespace, Name: "store_writes_total",
-		Help: "Writes (audit records and other updates) carried by committed transactions.",
-	}, func() float64 { _, w, _ := stats(); return float64(w) }))
-	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Namespace: namespace, Name: "store_commit_busy_seconds_total",
-		Help: "Time the store spent committing (fsync included); its rate near 1 means the ledger's single writer is saturated.",
-	}, func() float64 { _, _, b := stats(); return b.Seconds() }))
+	m.counterFunc("store_transactions_total", "Durable group commits that carried writes: write-ahead log groups, and bbolt transactions with other writes (checkpoints count in store_checkpoints_total).", func() float64 { t, _, _ := stats(); return float64(t) })
+	m.counterFunc("store_writes_total", "Writes (audit records and other updates) carried by committed transactions.", func() float64 { _, w, _ := stats(); return float64(w) })
+	m.counterFunc("store_commit_busy_seconds_total", "Time the store spent committing (fsync included); its rate near 1 means the ledger's single writer is saturated.", func() float64 { _, _, b := stats(); return b.Seconds() })
 }
 
 // StoreCheckpoints registers the store's write-ahead log counters, read at
@@ -200,18 +188,9 @@ func (m *Metrics) StoreCheckpoints(stats func() (checkpoints, failures uint64, l
 	if m == nil {
 		return
 	}
-	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Namespace: namespace, Name: "store_checkpoints_total",
-		Help: "Times the ledger's write-ahead log was applied to the bbolt file.",
-	}, func() float64 { c, _, _ := stats(); return float64(c) }))
-	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Namespace: namespace, Name: "store_checkpoint_failures_total",
-		Help: "Checkpoints that failed; their records stay durable in the write-ahead log and are retried.",
-	}, func() float64 { _, f, _ := stats(); return float64(f) }))
-	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Namespace: namespace, Name: "store_wal_bytes",
-		Help: "Bytes of audit records in the write-ahead log not yet in the bbolt file (appends fail at 64 MiB).",
-	}, func() float64 { _, _, b := stats(); return float64(b) }))
+	m.counterFunc("store_checkpoints_total", "Times the ledger's write-ahead log was applied to the bbolt file.", func() float64 { c, _, _ := stats(); return float64(c) })
+	m.counterFunc("store_checkpoint_failures_total", "Checkpoints that failed; their records stay durable in the write-ahead log and are retried.", func() float64 { _, f, _ := stats(); return float64(f) })
+	m.gaugeFunc("store_wal_bytes", "Bytes of audit records in the write-ahead log not yet in the bbolt file (appends fail at 64 MiB).", func() float64 { _, _, b := stats(); return float64(b) })
 }
 
 // FastLane registers counters of the tools/call fast lane, read at scrape
@@ -221,14 +200,8 @@ func (m *Metrics) FastLane(served, handedOver func() int64) {
 	if m == nil {
 		return
 	}
-	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Namespace: namespace, Name: "fastlane_calls_total",
-		Help: "tools/call requests served by the face's fast lane (the rest go through mcp-go).",
-	}, func() float64 { return float64(served()) }))
-	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Namespace: namespace, Name: "fastlane_handovers_total",
-		Help: "Fast-lane calls handed over to mcp-go mid-call because a relay needed the agent's session.",
-	}, func() float64 { return float64(handedOver()) }))
+	m.counterFunc("fastlane_calls_total", "tools/call requests served by the face's fast lane (the rest go through mcp-go).", func() float64 { return float64(served()) })
+	m.counterFunc("fastlane_handovers_total", "Fast-lane calls handed over to mcp-go mid-call because a relay needed the agent's session.", func() float64 { return float64(handedOver()) })
 }
 
 // DownstreamHealth sets whether a downstream server is up.
@@ -262,4 +235,14 @@ func (m *Metrics) PendingApprovals(n int) {
 		return
 	}
 	m.pendingApprove.Set(float64(n))
+}
+
+// counterFunc registers a counter read at scrape time from f.
+func (m *Metrics) counterFunc(name, help string, f func() float64) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, f))
+}
+
+// gaugeFunc registers a gauge read at scrape time from f.
+func (m *Metrics) gaugeFunc(name, help string, f func() float64) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, f))
 }
