@@ -183,6 +183,24 @@ type fastCall struct {
 	// ServeHTTP for it has returned.
 	handover func()
 	over     chan struct{}
+	// raw is the downstream's result as JSON, for the result rawRes
+	// stands for (forwardTool); set and read on the request's goroutine.
+	raw    json.RawMessage
+	rawRes *mcp.CallToolResult
+}
+
+// typed is res as mcp-go's handler must return it: the result itself
+// rather than the stand-in for raw.
+func (fc *fastCall) typed(res *mcp.CallToolResult) *mcp.CallToolResult {
+	if res == nil || res != fc.rawRes {
+		return res
+	}
+	raw := fc.raw
+	parsed, err := mcp.ParseCallToolResult(&raw)
+	if err != nil {
+		return mcp.NewToolResultError("the downstream's result could not be decoded: " + err.Error())
+	}
+	return parsed
 }
 
 type fastKey struct{}
@@ -405,7 +423,7 @@ func (b *Broker) serveFast(w http.ResponseWriter, r *http.Request, ctx context.C
 	if fc.over == nil {
 		fc.adoptionRefused() // a late relay fails at once
 	} else {
-		fc.result <- res // to mcp-go's handler (await), if it adopted the call
+		fc.result <- fc.typed(res) // to mcp-go's handler (await), if it adopted the call
 		<-fc.over
 		if hw.passed() {
 			return true // mcp-go wrote the response
@@ -418,6 +436,9 @@ func (b *Broker) serveFast(w http.ResponseWriter, r *http.Request, ctx context.C
 	}
 	if modern {
 		b.decorateModern(res)
+	} else if res != nil && res == fc.rawRes {
+		writeFastJSON(w, env.ID, fc.raw)
+		return true
 	}
 	writeFastResult(w, env.ID, res, b)
 	return true
@@ -499,6 +520,11 @@ func writeFastResult(w http.ResponseWriter, id json.RawMessage, res *mcp.CallToo
 		b.log.Error("tool result not encodable", "err", err)
 		out, _ = json.Marshal(refusal(ReasonInternal, ""))
 	}
+	writeFastJSON(w, id, out)
+}
+
+// writeFastJSON answers with a result object already encoded.
+func writeFastJSON(w http.ResponseWriter, id json.RawMessage, out []byte) {
 	buf := make([]byte, 0, len(out)+len(id)+40)
 	buf = append(buf, `{"jsonrpc":"2.0","id":`...)
 	buf = append(buf, id...)

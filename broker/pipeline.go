@@ -390,6 +390,17 @@ func (b *Broker) forwardTool(ctx context.Context, c *call, t tools.Tool, raw []b
 	fctx, cancel := context.WithTimeout(ctx, b.callTimeout)
 	defer cancel()
 	fctx = tools.WithCaller(fctx, b.newCaller(ctx, c))
+	if fc := fastFrom(ctx); fc != nil && !fc.modern {
+		// The lane relays the result's bytes (fc.raw): the result
+		// returned stands for them, with what finish needs.
+		rr, err := b.pool.CallToolJSON(fctx, &t, raw, meta)
+		var res *mcp.CallToolResult
+		if err == nil {
+			res = &mcp.CallToolResult{IsError: rr.IsError}
+			fc.raw, fc.rawRes = rr.JSON, res
+		}
+		return b.finish(fctx, c, res, err)
+	}
 	res, err := b.pool.CallTool(fctx, &t, raw, meta)
 	return b.finish(fctx, c, res, err)
 }

@@ -197,7 +197,7 @@ func (d *downstream) connect(ctx context.Context) (*client.Client, <-chan struct
 		if err != nil {
 			return nil, nil, fmt.Errorf("streamable http transport: %w", err)
 		}
-		t = &tapHTTP{tap: &tap{h}, inner: h}
+		t = newTapHTTP(h, d)
 	case TransportSSE:
 		s, err := transport.NewSSE(d.spec.URL,
 			transport.WithHeaders(d.spec.Headers),

@@ -3,6 +3,7 @@ package tools
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"sync"
 
 	"github.com/mark3labs/mcp-go/client/transport"
@@ -53,14 +54,25 @@ type tapStdio struct {
 
 func (t *tapStdio) SetRequestHandler(h transport.RequestHandler) { t.inner.SetRequestHandler(h) }
 
+// tapHTTP also serves the raw tools/call path (rawcall.go), which needs
+// what the client installs on its transport.
 type tapHTTP struct {
 	*tap
 	inner *transport.StreamableHTTP
+	raw   rawConn
+	log   *slog.Logger
+	stop  context.CancelFunc // ends raw.life
 }
 
-func (t *tapHTTP) SetRequestHandler(h transport.RequestHandler) { t.inner.SetRequestHandler(h) }
-func (t *tapHTTP) SetProtocolVersion(v string)                  { t.inner.SetProtocolVersion(v) }
-func (t *tapHTTP) RequiresLegacyProtocol() bool                 { return t.inner.RequiresLegacyProtocol() }
+func newTapHTTP(h *transport.StreamableHTTP, d *downstream) *tapHTTP {
+	life, stop := context.WithCancel(context.Background())
+	t := &tapHTTP{tap: &tap{h}, inner: h, log: d.log, stop: stop}
+	t.raw.url, t.raw.hc, t.raw.life = d.spec.URL, d.hc, life
+	t.raw.headers, t.raw.headerFunc = d.spec.Headers, d.spec.headerFunc()
+	return t
+}
+
+func (t *tapHTTP) RequiresLegacyProtocol() bool { return t.inner.RequiresLegacyProtocol() }
 
 type tapSSE struct {
 	*tap

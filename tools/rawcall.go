@@ -1,0 +1,467 @@
+package tools
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/mcp"
+)
+
+// RawResult is a tools/call result as JSON, ready to go to the agent.
+type RawResult struct {
+	JSON    json.RawMessage // the result object
+	IsError bool
+}
+
+// CallToolJSON is CallTool for a caller that relays the result as JSON
+// (the broker's fast lane). On a 2025-11-25 streamable HTTP connection the
+// request is written and the result read here, as bytes: mcp-go's client
+// builds each request twice, decodes each result into maps and then types,
+// and starts a goroutine per request, about a tenth of a brokered call's
+// CPU. What mcp-go's transport does besides is done the same way: the
+// session and protocol headers, the server's requests and notifications on
+// an SSE answer (through the client's own handlers), resuming a stream the
+// server ended before the answer. Other connections go through CallTool.
+func (p *Pool) CallToolJSON(ctx context.Context, t *Tool, args []byte, meta *mcp.Meta) (RawResult, error) {
+	return forward(ctx, p, t.Server, meta, func(c *client.Client, m *mcp.Meta) (RawResult, error) {
+		if th, ok := c.GetTransport().(*tapHTTP); ok && th.rawOK() {
+			return th.callTool(ctx, t.Name, args, m)
+		}
+		req := mcp.CallToolRequest{}
+		req.Params.Name = t.Name
+		req.Params.RawArguments = args
+		req.Params.Meta = m
+		res, err := c.CallTool(ctx, req)
+		if err != nil {
+			return RawResult{}, err
+		}
+		return typedJSON(res)
+	})
+}
+
+func typedJSON(res *mcp.CallToolResult) (RawResult, error) {
+	cleanResult(&res.Result)
+	b, err := json.Marshal(res)
+	if err != nil {
+		return RawResult{}, fmt.Errorf("encode result: %w", err)
+	}
+	return RawResult{JSON: b, IsError: res.IsError}, nil
+}
+
+// rawConn is what a raw call needs of a streamable HTTP connection besides
+// mcp-go's transport: set by connect, read-only afterwards.
+type rawConn struct {
+	url        string
+	hc         *http.Client
+	headers    map[string]string
+	headerFunc func(context.Context) map[string]string
+	life       context.Context // ends when the client is closed
+	ids        atomic.Uint64
+	version    atomic.Value // string: the negotiated protocol version
+	requests   atomic.Pointer[transport.RequestHandler]
+	notify     atomic.Pointer[func(mcp.JSONRPCNotification)]
+}
+
+// rawOK reports whether calls may bypass mcp-go's client: a 2025-11-25 (or
+// older) session, with the client's request handler in place. A
+// 2026-07-28 connection carries per-request _meta, mirrored headers and
+// input_required rounds that stay mcp-go's.
+func (t *tapHTTP) rawOK() bool {
+	v, _ := t.raw.version.Load().(string)
+	return v != "" && !mcp.IsModernProtocol(v) && t.raw.requests.Load() != nil && t.raw.life.Err() == nil
+}
+
+func (t *tapHTTP) callTool(ctx context.Context, name string, args []byte, meta *mcp.Meta) (RawResult, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(t.raw.life, cancel) // the client closed: as mcp-go's transport does
+	defer stop()
+
+	id := strconv.AppendUint([]byte(`"mcpbroker-`), t.raw.ids.Add(1), 10)
+	id = append(id, '"')
+	nameJSON, err := json.Marshal(name)
+	if err != nil {
+		return RawResult{}, err
+	}
+	body := make([]byte, 0, 80+len(id)+len(nameJSON)+len(args))
+	body = append(body, `{"jsonrpc":"2.0","id":`...)
+	body = append(body, id...)
+	body = append(body, `,"method":"tools/call","params":{"name":`...)
+	body = append(body, nameJSON...)
+	if len(args) > 0 {
+		body = append(body, `,"arguments":`...)
+		body = append(body, args...)
+	}
+	if meta != nil {
+		mb, err := json.Marshal(meta)
+		if err != nil {
+			return RawResult{}, fmt.Errorf("encode _meta: %w", err)
+		}
+		body = append(body, `,"_meta":`...)
+		body = append(body, mb...)
+	}
+	body = append(body, "}}"...)
+
+	resp, err := t.rawResponse(ctx, body, id)
+	if err != nil {
+		return RawResult{}, transport.NewError(err)
+	}
+	if resp.Error != nil {
+		return RawResult{}, resp.Error.AsError()
+	}
+	return resultJSON(resp.Result)
+}
+
+var (
+	resultTypeKey = []byte(`"resultType"`)
+	protocolKey   = []byte(`"io.modelcontextprotocol/`)
+)
+
+// resultJSON reads what the broker needs of a result (isError) and leaves
+// the bytes as they are, unless they carry what CallTool removes (the
+// downstream hop's protocol _meta, resultType): those go through mcp-go's
+// types as CallTool's results do.
+func resultJSON(raw json.RawMessage) (RawResult, error) {
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 || trimmed[0] != '{' || bytes.Contains(raw, resultTypeKey) || bytes.Contains(raw, protocolKey) {
+		res, err := mcp.ParseCallToolResult(&raw)
+		if err != nil {
+			return RawResult{}, err
+		}
+		return typedJSON(res)
+	}
+	var probe struct {
+		IsError bool `json:"isError"`
+	}
+	if err := json.Unmarshal(trimmed, &probe); err != nil {
+		return RawResult{}, fmt.Errorf("decode result: %w", err)
+	}
+	return RawResult{JSON: trimmed, IsError: probe.IsError}, nil
+}
+
+// rawResponse posts one request and reads its response: a JSON body, or
+// the SSE stream mcp-go's server upgrades to when a tool sends something
+// first.
+func (t *tapHTTP) rawResponse(ctx context.Context, body, id []byte) (*transport.JSONRPCResponse, error) {
+	resp, err := t.send(ctx, http.MethodPost, bytes.NewReader(body), "application/json, text/event-stream", nil)
+	if err != nil {
+		return nil, fmt.Errorf("failed to send request: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var er transport.JSONRPCResponse
+		if resp.StatusCode != http.StatusUnauthorized && json.Unmarshal(b, &er) == nil && er.Error != nil {
+			return &er, nil
+		}
+		return nil, fmt.Errorf("request failed with status %d: %s", resp.StatusCode, truncateBody(b))
+	}
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	switch mt {
+	case "application/json":
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return nil, fmt.Errorf("failed to read response: %w", err)
+		}
+		var r transport.JSONRPCResponse
+		if err := json.Unmarshal(b, &r); err != nil {
+			return nil, fmt.Errorf("failed to decode response: %w", err)
+		}
+		if r.ID.IsNil() {
+			return nil, errors.New("response should contain RPC id")
+		}
+		return &r, nil
+	case "text/event-stream":
+		return t.readEvents(ctx, resp.Body, id)
+	default:
+		return nil, fmt.Errorf("unexpected content type: %s", resp.Header.Get("Content-Type"))
+	}
+}
+
+func truncateBody(b []byte) string {
+	if len(b) > 200 {
+		return string(b[:200]) + "…"
+	}
+	return string(b)
+}
+
+// send is mcp-go's sendHTTP for a session that is up.
+func (t *tapHTTP) send(ctx context.Context, method string, body io.Reader, accept string, h http.Header) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, t.raw.url, body)
+	if err != nil {
+		return nil, err
+	}
+	if h != nil {
+		req.Header = h
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", accept)
+	if sid := t.inner.GetSessionId(); sid != "" {
+		req.Header.Set(transport.HeaderKeySessionID, sid)
+	}
+	if v, _ := t.raw.version.Load().(string); v != "" {
+		req.Header.Set(transport.HeaderKeyProtocolVersion, v)
+	}
+	for k, v := range t.raw.headers {
+		req.Header.Set(k, v)
+	}
+	if t.raw.headerFunc != nil {
+		for k, v := range t.raw.headerFunc(ctx) {
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := t.raw.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusNotFound {
+		// The session is gone: the supervisor reconnects (forward kicks
+		// it on a transport error).
+		resp.Body.Close()
+		return nil, transport.ErrSessionTerminated
+	}
+	return resp, nil
+}
+
+// readEvents reads an SSE answer until the response with id: the server's
+// notifications and requests on the way go to the client's handlers, as
+// mcp-go's transport sends them. A stream the server ends before the
+// response, after an event id, is resumed with Last-Event-ID (2025-11-25).
+func (t *tapHTTP) readEvents(ctx context.Context, body io.Reader, id []byte) (*transport.JSONRPCResponse, error) {
+	var cur sseCursor
+	for {
+		resp, ended, err := t.readStream(ctx, body, id, &cur)
+		if resp != nil || err != nil {
+			return resp, err
+		}
+		if !ended || cur.lastID == "" {
+			return nil, errors.New("the SSE stream ended before the response")
+		}
+		delay := time.Second
+		if cur.hasRetry {
+			delay = max(cur.retry, 10*time.Millisecond)
+		}
+		timer := time.NewTimer(delay)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, ctx.Err()
+		}
+		h := http.Header{}
+		h.Set("Last-Event-ID", cur.lastID)
+		r, err := t.send(ctx, http.MethodGet, nil, "text/event-stream", h)
+		if err != nil {
+			return nil, fmt.Errorf("failed to resume the SSE stream for the response: %w", err)
+		}
+		mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		if r.StatusCode != http.StatusOK || mt != "text/event-stream" {
+			r.Body.Close()
+			return nil, fmt.Errorf("failed to resume the SSE stream for the response: status %d, %q", r.StatusCode, r.Header.Get("Content-Type"))
+		}
+		resp, err = t.readEvents(ctx, r.Body, id)
+		r.Body.Close()
+		return resp, err
+	}
+}
+
+type sseCursor struct {
+	lastID   string
+	retry    time.Duration
+	hasRetry bool
+}
+
+// readStream reads events from one stream. ended reports a stream the
+// server closed (not one that broke off).
+func (t *tapHTTP) readStream(ctx context.Context, body io.Reader, id []byte, cur *sseCursor) (resp *transport.JSONRPCResponse, ended bool, err error) {
+	br := bufio.NewReader(body)
+	var data strings.Builder
+	var evID string
+	hasID := false
+	for {
+		line, rerr := br.ReadString('\n')
+		if rerr != nil {
+			if ctx.Err() != nil {
+				return nil, false, ctx.Err()
+			}
+			if rerr == io.EOF {
+				if data.Len() > 0 {
+					if r := t.dispatch(ctx, data.String(), id); r != nil {
+						return r, false, nil
+					}
+				}
+				return nil, true, nil
+			}
+			return nil, false, fmt.Errorf("SSE stream: %w", rerr)
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if line == "" {
+			if hasID {
+				cur.lastID, hasID = evID, false
+			}
+			if data.Len() > 0 {
+				r := t.dispatch(ctx, data.String(), id)
+				data.Reset()
+				if r != nil {
+					return r, false, nil
+				}
+			}
+			continue
+		}
+		switch {
+		case strings.HasPrefix(line, "data:"):
+			v := strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " ")
+			if data.Len() > 0 {
+				data.WriteByte('\n')
+			}
+			data.WriteString(v)
+		case strings.HasPrefix(line, "id:"):
+			if v := strings.TrimPrefix(strings.TrimPrefix(line, "id:"), " "); !strings.ContainsRune(v, 0) {
+				evID, hasID = v, true
+			}
+		case strings.HasPrefix(line, "retry:"):
+			v := strings.TrimPrefix(strings.TrimPrefix(line, "retry:"), " ")
+			if ms, err := strconv.ParseUint(v, 10, 31); err == nil && v != "" && strings.Trim(v, "0123456789") == "" {
+				cur.retry, cur.hasRetry = time.Duration(ms)*time.Millisecond, true
+			}
+		}
+	}
+}
+
+// dispatch handles one message of an SSE answer and returns it if it is
+// the response to id.
+func (t *tapHTTP) dispatch(ctx context.Context, data string, id []byte) *transport.JSONRPCResponse {
+	var head struct {
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+	}
+	if err := json.Unmarshal([]byte(data), &head); err != nil {
+		t.log.Info("SSE message from the downstream not understood (ignored)", "err", err, "message_len", len(data))
+		return nil
+	}
+	hasID := len(head.ID) > 0 && !bytes.Equal(head.ID, []byte("null"))
+	switch {
+	case !hasID:
+		var n mcp.JSONRPCNotification
+		if err := json.Unmarshal([]byte(data), &n); err != nil {
+			t.log.Info("notification from the downstream not understood (ignored)", "err", err)
+			return nil
+		}
+		if h := t.raw.notify.Load(); h != nil {
+			(*h)(n)
+		}
+	case head.Method != "":
+		var r transport.JSONRPCRequest
+		if err := json.Unmarshal([]byte(data), &r); err != nil {
+			t.log.Info("request from the downstream not understood (ignored)", "err", err)
+			return nil
+		}
+		t.serveRequest(ctx, r)
+	default:
+		if !bytes.Equal(bytes.TrimSpace(head.ID), id) {
+			t.log.Info("response for another request on a tools/call stream (ignored)", "id", string(head.ID))
+			return nil
+		}
+		var r transport.JSONRPCResponse
+		if err := json.Unmarshal([]byte(data), &r); err != nil {
+			t.log.Info("response from the downstream not understood (ignored)", "err", err)
+			return nil
+		}
+		return &r
+	}
+	return nil
+}
+
+// serveRequest answers a request the server sent on the call's stream with
+// the client's handler (elicitation, sampling, roots, ping), in its own
+// goroutine so that the stream is read on, as mcp-go's transport does.
+func (t *tapHTTP) serveRequest(ctx context.Context, r transport.JSONRPCRequest) {
+	h := t.raw.requests.Load()
+	go func() {
+		var res *transport.JSONRPCResponse
+		defer func() {
+			if p := recover(); p != nil {
+				t.log.Error("panic handling a request from the downstream", "method", r.Method, "panic", fmt.Sprint(p))
+				res = transport.NewJSONRPCErrorResponse(r.ID, mcp.INTERNAL_ERROR, fmt.Sprintf("internal error: panic in request handler: %v", p), nil)
+			}
+			if res != nil {
+				t.respond(ctx, res)
+			}
+		}()
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		var err error
+		res, err = (*h)(rctx, r)
+		if err != nil {
+			t.log.Warn("request from the downstream failed", "method", r.Method, "err", err)
+			code, msg := mcp.INTERNAL_ERROR, err.Error()
+			switch {
+			case errors.Is(err, context.Canceled):
+				code, msg = mcp.REQUEST_INTERRUPTED, "request was cancelled"
+			case errors.Is(err, context.DeadlineExceeded):
+				code, msg = mcp.REQUEST_INTERRUPTED, "request timed out"
+			case r.Method == string(mcp.MethodSamplingCreateMessage):
+				msg = "sampling request failed: " + msg
+			}
+			res = transport.NewJSONRPCErrorResponse(r.ID, code, msg, nil)
+		}
+	}()
+}
+
+// respond posts a response to the server's request.
+func (t *tapHTTP) respond(ctx context.Context, res *transport.JSONRPCResponse) {
+	b, err := json.Marshal(res)
+	if err != nil {
+		t.log.Error("response to the downstream not encodable", "err", err)
+		return
+	}
+	// The answer goes out even if the call ended meanwhile (the server
+	// waits for it), within a bound.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	resp, err := t.send(ctx, http.MethodPost, bytes.NewReader(b), "application/json, text/event-stream", nil)
+	if err != nil {
+		t.log.Warn("response to the downstream not sent", "err", err)
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
+		t.log.Warn("downstream rejected a response", "status", resp.StatusCode)
+	}
+}
+
+// The client installs its handlers on the transport; the raw path uses the
+// same ones.
+
+func (t *tapHTTP) SetRequestHandler(h transport.RequestHandler) {
+	t.raw.requests.Store(&h)
+	t.inner.SetRequestHandler(h)
+}
+
+func (t *tapHTTP) SetNotificationHandler(h func(mcp.JSONRPCNotification)) {
+	t.raw.notify.Store(&h)
+	t.inner.SetNotificationHandler(h)
+}
+
+func (t *tapHTTP) SetProtocolVersion(v string) {
+	t.raw.version.Store(v)
+	t.inner.SetProtocolVersion(v)
+}
+
+func (t *tapHTTP) Close() error {
+	t.stop()
+	return t.inner.Close()
+}
