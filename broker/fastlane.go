@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"runtime/debug"
@@ -190,15 +191,17 @@ type fastCall struct {
 }
 
 // typed is res as mcp-go's handler must return it: the result itself
-// rather than the stand-in for raw.
-func (fc *fastCall) typed(res *mcp.CallToolResult) *mcp.CallToolResult {
+// rather than the stand-in for raw. The bytes were checked as mcp-go's
+// client checks a result (tools.CallToolJSON), so they decode.
+func (fc *fastCall) typed(res *mcp.CallToolResult, log *slog.Logger) *mcp.CallToolResult {
 	if res == nil || res != fc.rawRes {
 		return res
 	}
 	raw := fc.raw
 	parsed, err := mcp.ParseCallToolResult(&raw)
 	if err != nil {
-		return mcp.NewToolResultError("the downstream's result could not be decoded: " + err.Error())
+		log.Error("downstream result not decodable for the hand-over", "err", err)
+		return refusal(ReasonInternal, "")
 	}
 	return parsed
 }
@@ -423,7 +426,7 @@ func (b *Broker) serveFast(w http.ResponseWriter, r *http.Request, ctx context.C
 	if fc.over == nil {
 		fc.adoptionRefused() // a late relay fails at once
 	} else {
-		fc.result <- fc.typed(res) // to mcp-go's handler (await), if it adopted the call
+		fc.result <- fc.typed(res, b.log) // to mcp-go's handler (await), if it adopted the call
 		<-fc.over
 		if hw.passed() {
 			return true // mcp-go wrote the response

@@ -2,7 +2,9 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -16,7 +18,7 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 )
 
-// httpDownstream serves askServer plus echo, fail, boom and logthen over
+// httpDownstream serves askServer plus echo, fail and boom over
 // streamable HTTP on 127.0.0.1, and records the JSON-RPC id of each
 // tools/call it receives. gone makes it answer 404 (a lost session).
 type httpDownstream struct {
@@ -47,12 +49,6 @@ func startHTTPDownstream(t *testing.T) *httpDownstream {
 	})
 	s.AddTool(mcp.NewTool("boom"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		return nil, fmt.Errorf("boom")
-	})
-	s.AddTool(mcp.NewTool("logthen", mcp.WithString("text")), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		// A notification first: mcp-go answers this request over SSE.
-		_ = server.ServerFromContext(ctx).SendNotificationToClient(ctx, "notifications/message",
-			map[string]any{"level": "info", "data": "working on " + req.GetString("text", "")})
-		return mcp.NewToolResultText("done " + req.GetString("text", "")), nil
 	})
 	h := server.NewStreamableHTTPServer(s)
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -132,14 +128,15 @@ func TestFastLaneRawDownstreamMatchesMCPGo(t *testing.T) {
 	}
 }
 
-// TestFastLaneRawDownstreamStreams: an SSE answer's notification and the
-// server's question reach the agent (the call is handed over to mcp-go on
-// the way), and the answer goes back to the server.
+// TestFastLaneRawDownstreamStreams: the server's question on an SSE answer
+// reaches the agent (the call is handed over to mcp-go on the way), and
+// the agent's answer goes back to the server. (Notifications on the way:
+// TestFastLaneRawHandoverSameAnswer, whose downstream sends them reliably;
+// mcp-go's server v1.2.1 loses 5-40 % of the notifications a tool sends
+// during a POST under -race, with or without the broker in between.)
 func TestFastLaneRawDownstreamStreams(t *testing.T) {
 	ds := startHTTPDownstream(t)
 	_, url := runBroker(t, httpConfig(t, ds, false))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 
 	a := &answerer{}
 	res := askVia(t, url, mcp.ProtocolVersion20251125, a, "what is the answer?")
@@ -147,35 +144,6 @@ func TestFastLaneRawDownstreamStreams(t *testing.T) {
 		t.Fatalf("ask: %q isError=%v asked=%d", text(res), res.IsError, a.asked.Load())
 	}
 
-	c, _ := answeringClient(t, ctx, url, mcp.ProtocolVersion20251125, a)
-	logs := make(chan string, 4)
-	c.OnNotification(func(n mcp.JSONRPCNotification) {
-		if n.Method == "notifications/message" {
-			logs <- fmt.Sprint(n.Params.AdditionalFields["data"])
-		}
-	})
-	req := mcp.CallToolRequest{}
-	req.Params.Name = "asker__logthen"
-	req.Params.Arguments = map[string]any{"text": "x"}
-	// mcp-go's server (the downstream here) now and then loses a
-	// notification: a POST's notifications go to a channel the session's
-	// requests share, and the previous request's forwarder, on its way
-	// out, can take one and drop it (about 1 call in 150, with or without
-	// the raw path). A few calls, then.
-	got := ""
-	for i := 0; i < 5 && got == ""; i++ {
-		res, err := c.CallTool(ctx, req)
-		if err != nil || res.IsError || text(res) != "done x" {
-			t.Fatalf("logthen: %v %+v", err, res)
-		}
-		select {
-		case got = <-logs:
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	if got != "working on x" {
-		t.Fatalf("log %q: the downstream's log message did not reach the agent", got)
-	}
 	for _, id := range ds.callIDs() {
 		if !strings.HasPrefix(id, "string:mcpbroker-") {
 			t.Errorf("call id %s: not sent by the raw path", id)
@@ -216,6 +184,79 @@ func TestFastLaneRawDownstreamSessionLost(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatal("the broker did not reconnect")
 		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// TestFastLaneRawHandoverSameAnswer: a downstream result reaches the agent
+// the same whether the call stayed on the lane (bytes relayed) or was
+// handed over to mcp-go by a notification on the way (the result typed
+// again): here one mcp-go's client refuses (no content), so both are the
+// same downstream-error refusal.
+func TestFastLaneRawHandoverSameAnswer(t *testing.T) {
+	var notify atomic.Bool
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+		var msg struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		body, _ := io.ReadAll(r.Body)
+		_ = json.Unmarshal(body, &msg)
+		reply := func(result string) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Mcp-Session-Id", "s1")
+			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":%s}`, msg.ID, result)
+		}
+		switch msg.Method {
+		case "initialize":
+			reply(`{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"hand","version":"1"}}`)
+		case "tools/list":
+			reply(`{"tools":[{"name":"t","inputSchema":{"type":"object"}},{"name":"ok","inputSchema":{"type":"object"}}]}`)
+		case "tools/call":
+			w.Header().Set("Content-Type", "text/event-stream")
+			if notify.Load() {
+				fmt.Fprint(w, "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"x\"}}\n\n")
+			}
+			result := `{"isError":false}`
+			if strings.Contains(string(body), `"name":"ok"`) {
+				result = `{"content":[{"type":"text","text":"fine","extra":1}]}`
+			}
+			fmt.Fprintf(w, "data: {\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":%s}\n\n", msg.ID, result)
+		default:
+			w.WriteHeader(http.StatusAccepted)
+		}
+	}))
+	defer hs.Close()
+	_, url := runBroker(t, httpConfig(t, &httpDownstream{url: hs.URL}, false))
+	sid := rawSession(t, url)
+	lh := map[string]string{mcp.HeaderProtocolVersion: mcp.ProtocolVersion20251125}
+	resultOf := regexp.MustCompile(`"result":(\{.*\})\}`)
+	callID := regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}`)
+	answer := func(tool string) string {
+		_, b, _ := rawPost(t, context.Background(), url, sid, lh, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"asker__`+tool+`","arguments":{}}}`)
+		if notify.Load() != strings.Contains(b, `"method":"notifications/message"`) {
+			t.Errorf("notification relayed %v, want %v: %q", !notify.Load(), notify.Load(), b)
+		}
+		m := resultOf.FindStringSubmatch(b)
+		if m == nil {
+			t.Fatalf("no result in %q", b)
+		}
+		return callID.ReplaceAllString(m[1], "CALL-ID")
+	}
+	for _, tool := range []string{"t", "ok"} {
+		notify.Store(false)
+		lane := answer(tool)
+		notify.Store(true)
+		handed := answer(tool)
+		if tool == "t" && (lane != handed || !strings.Contains(lane, string(ReasonDownstreamError))) {
+			t.Errorf("%s: lane %s, handed over %s", tool, lane, handed)
+		}
+		if tool == "ok" && (lane != `{"content":[{"type":"text","text":"fine","extra":1}]}` || !strings.Contains(handed, `"text":"fine"`)) {
+			t.Errorf("%s: lane %s, handed over %s", tool, lane, handed)
 		}
 	}
 }

@@ -62,7 +62,8 @@ func typedJSON(res *mcp.CallToolResult) (RawResult, error) {
 }
 
 // rawConn is what a raw call needs of a streamable HTTP connection besides
-// mcp-go's transport: set by connect, read-only afterwards.
+// mcp-go's transport: set by newTapHTTP, and by the client through the
+// setters below.
 type rawConn struct {
 	url        string
 	hc         *http.Client
@@ -71,6 +72,8 @@ type rawConn struct {
 	life       context.Context // ends when the client is closed
 	ids        atomic.Uint64
 	version    atomic.Value // string: the negotiated protocol version
+	session    atomic.Value // string: the session id initialize left
+	ended      atomic.Bool  // a raw request was answered 404
 	requests   atomic.Pointer[transport.RequestHandler]
 	notify     atomic.Pointer[func(mcp.JSONRPCNotification)]
 }
@@ -85,17 +88,11 @@ func (t *tapHTTP) rawOK() bool {
 }
 
 func (t *tapHTTP) callTool(ctx context.Context, name string, args []byte, meta *mcp.Meta) (RawResult, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(t.raw.life, cancel) // the client closed: as mcp-go's transport does
-	defer stop()
-
+	// mcp-go's ids are numbers counted by its client: a string of our own
+	// never collides with one in flight.
 	id := strconv.AppendUint([]byte(`"mcpbroker-`), t.raw.ids.Add(1), 10)
 	id = append(id, '"')
-	nameJSON, err := json.Marshal(name)
-	if err != nil {
-		return RawResult{}, err
-	}
+	nameJSON, _ := json.Marshal(name) // a string always encodes
 	body := make([]byte, 0, 80+len(id)+len(nameJSON)+len(args))
 	body = append(body, `{"jsonrpc":"2.0","id":`...)
 	body = append(body, id...)
@@ -125,46 +122,74 @@ func (t *tapHTTP) callTool(ctx context.Context, name string, args []byte, meta *
 	return resultJSON(resp.Result)
 }
 
-var (
-	resultTypeKey = []byte(`"resultType"`)
-	protocolKey   = []byte(`"io.modelcontextprotocol/`)
-)
+// knownContent are the content types mcp-go's client accepts in a result.
+var knownContent = map[string]bool{"text": true, "image": true, "audio": true, "resource_link": true, "resource": true}
 
-// resultJSON reads what the broker needs of a result (isError) and leaves
-// the bytes as they are, unless they carry what CallTool removes (the
-// downstream hop's protocol _meta, resultType): those go through mcp-go's
-// types as CallTool's results do.
+// resultJSON reads what the broker needs of a result (isError) and checks
+// it as mcp-go's client would, leaving the bytes as they are. A result
+// mcp-go would refuse or change (no content or content of an unknown type;
+// the downstream hop's resultType or protocol _meta, which CallTool
+// removes) goes through mcp-go's types instead, as CallTool's results do.
+// Keys are matched as encoding/json matches them (escapes decoded, any
+// case), so no spelling of those keys gets through as bytes.
 func resultJSON(raw json.RawMessage) (RawResult, error) {
-	trimmed := bytes.TrimSpace(raw)
-	if len(trimmed) == 0 || trimmed[0] != '{' || bytes.Contains(raw, resultTypeKey) || bytes.Contains(raw, protocolKey) {
-		res, err := mcp.ParseCallToolResult(&raw)
-		if err != nil {
-			return RawResult{}, err
-		}
-		return typedJSON(res)
-	}
 	var probe struct {
-		IsError bool `json:"isError"`
+		Content []struct {
+			Type string `json:"type"`
+		} `json:"content"`
+		IsError    bool                       `json:"isError"`
+		ResultType json.RawMessage            `json:"resultType"`
+		Meta       map[string]json.RawMessage `json:"_meta"`
 	}
-	if err := json.Unmarshal(trimmed, &probe); err != nil {
-		return RawResult{}, fmt.Errorf("decode result: %w", err)
+	trimmed := bytes.TrimSpace(raw)
+	plain := len(trimmed) > 0 && trimmed[0] == '{' && json.Unmarshal(trimmed, &probe) == nil &&
+		probe.Content != nil && probe.ResultType == nil
+	for _, c := range probe.Content {
+		plain = plain && knownContent[c.Type]
 	}
-	return RawResult{JSON: trimmed, IsError: probe.IsError}, nil
+	for k := range probe.Meta {
+		plain = plain && !strings.HasPrefix(k, "io.modelcontextprotocol/")
+	}
+	if plain {
+		return RawResult{JSON: trimmed, IsError: probe.IsError}, nil
+	}
+	res, err := mcp.ParseCallToolResult(&raw)
+	if err != nil {
+		return RawResult{}, err
+	}
+	if res.NeedsInput() {
+		// Input rounds (MRTR) belong to 2026-07-28; mcp-go's client
+		// would re-send the call for them.
+		return RawResult{}, errors.New("the downstream asked for more input (input_required), which a 2025-11-25 connection does not carry")
+	}
+	return typedJSON(res)
 }
 
 // rawResponse posts one request and reads its response: a JSON body, or
 // the SSE stream mcp-go's server upgrades to when a tool sends something
-// first.
+// first. The request ends with ctx, or when the client is closed (as
+// mcp-go's transport does).
 func (t *tapHTTP) rawResponse(ctx context.Context, body, id []byte) (*transport.JSONRPCResponse, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(t.raw.life, cancel)
+	defer stop()
 	resp, err := t.send(ctx, http.MethodPost, bytes.NewReader(body), "application/json, text/event-stream", nil)
 	if err != nil {
 		return nil, fmt.Errorf("failed to send request: %w", err)
 	}
-	defer resp.Body.Close()
+	// Cancel before closing: on HTTP/2 Close can otherwise block (mcp-go
+	// does the same).
+	defer func() { cancel(); resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
+		if resp.StatusCode == http.StatusUnauthorized {
+			return nil, &transport.AuthorizationRequiredError{}
+		}
+		// As mcp-go: a body that decodes is the response (with an error,
+		// or failing as a result); anything else fails the request.
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		var er transport.JSONRPCResponse
-		if resp.StatusCode != http.StatusUnauthorized && json.Unmarshal(b, &er) == nil && er.Error != nil {
+		if json.Unmarshal(b, &er) == nil {
 			return &er, nil
 		}
 		return nil, fmt.Errorf("request failed with status %d: %s", resp.StatusCode, truncateBody(b))
@@ -198,8 +223,18 @@ func truncateBody(b []byte) string {
 	return string(b)
 }
 
-// send is mcp-go's sendHTTP for a session that is up.
+// errSessionEnded refuses a raw request once the session has ended: mcp-go
+// sends nothing more on it either, and the supervisor reconnects.
+var errSessionEnded = fmt.Errorf("%w (the session ended)", transport.ErrSessionTerminated)
+
+// send is mcp-go's sendHTTP: the session's headers, and a 404 ends the
+// session.
 func (t *tapHTTP) send(ctx context.Context, method string, body io.Reader, accept string, h http.Header) (*http.Response, error) {
+	sid, _ := t.raw.session.Load().(string)
+	if t.raw.ended.Load() || t.inner.GetSessionId() != sid {
+		// mcp-go's transport ended the session (its own 404), or we did.
+		return nil, errSessionEnded
+	}
 	req, err := http.NewRequestWithContext(ctx, method, t.raw.url, body)
 	if err != nil {
 		return nil, err
@@ -209,7 +244,7 @@ func (t *tapHTTP) send(ctx context.Context, method string, body io.Reader, accep
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", accept)
-	if sid := t.inner.GetSessionId(); sid != "" {
+	if sid != "" {
 		req.Header.Set(transport.HeaderKeySessionID, sid)
 	}
 	if v, _ := t.raw.version.Load().(string); v != "" {
@@ -228,9 +263,10 @@ func (t *tapHTTP) send(ctx context.Context, method string, body io.Reader, accep
 		return nil, err
 	}
 	if resp.StatusCode == http.StatusNotFound {
-		// The session is gone: the supervisor reconnects (forward kicks
-		// it on a transport error).
 		resp.Body.Close()
+		if method != http.MethodGet { // a GET's 404 may only mean no stream
+			t.raw.ended.Store(true)
+		}
 		return nil, transport.ErrSessionTerminated
 	}
 	return resp, nil
@@ -239,43 +275,47 @@ func (t *tapHTTP) send(ctx context.Context, method string, body io.Reader, accep
 // readEvents reads an SSE answer until the response with id: the server's
 // notifications and requests on the way go to the client's handlers, as
 // mcp-go's transport sends them. A stream the server ends before the
-// response, after an event id, is resumed with Last-Event-ID (2025-11-25).
+// response, once it has sent an event id, is resumed with Last-Event-ID
+// after the delay it asked for (2025-11-25), as often as it ends so.
 func (t *tapHTTP) readEvents(ctx context.Context, body io.Reader, id []byte) (*transport.JSONRPCResponse, error) {
 	var cur sseCursor
-	for {
-		resp, ended, err := t.readStream(ctx, body, id, &cur)
-		if resp != nil || err != nil {
-			return resp, err
-		}
+	resp, ended, err := t.readStream(ctx, body, id, &cur)
+	for resp == nil && err == nil {
 		if !ended || cur.lastID == "" {
 			return nil, errors.New("the SSE stream ended before the response")
 		}
-		delay := time.Second
-		if cur.hasRetry {
-			delay = max(cur.retry, 10*time.Millisecond)
-		}
-		timer := time.NewTimer(delay)
-		select {
-		case <-timer.C:
-		case <-ctx.Done():
-			timer.Stop()
-			return nil, ctx.Err()
-		}
-		h := http.Header{}
-		h.Set("Last-Event-ID", cur.lastID)
-		r, err := t.send(ctx, http.MethodGet, nil, "text/event-stream", h)
-		if err != nil {
-			return nil, fmt.Errorf("failed to resume the SSE stream for the response: %w", err)
-		}
-		mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-		if r.StatusCode != http.StatusOK || mt != "text/event-stream" {
-			r.Body.Close()
-			return nil, fmt.Errorf("failed to resume the SSE stream for the response: status %d, %q", r.StatusCode, r.Header.Get("Content-Type"))
-		}
-		resp, err = t.readEvents(ctx, r.Body, id)
-		r.Body.Close()
-		return resp, err
+		resp, ended, err = t.resume(ctx, id, &cur)
 	}
+	return resp, err
+}
+
+// resume waits the reconnection delay, reopens the stream with a GET
+// carrying Last-Event-ID, and reads it.
+func (t *tapHTTP) resume(ctx context.Context, id []byte, cur *sseCursor) (*transport.JSONRPCResponse, bool, error) {
+	delay := time.Second
+	if cur.hasRetry {
+		delay = max(cur.retry, 10*time.Millisecond)
+	}
+	timer := time.NewTimer(delay)
+	select {
+	case <-timer.C:
+	case <-ctx.Done():
+		timer.Stop()
+		return nil, false, ctx.Err()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	h := http.Header{}
+	h.Set("Last-Event-ID", cur.lastID)
+	r, err := t.send(ctx, http.MethodGet, nil, "text/event-stream", h)
+	if err != nil {
+		return nil, false, fmt.Errorf("failed to resume the SSE stream for the response: %w", err)
+	}
+	defer func() { cancel(); r.Body.Close() }()
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); r.StatusCode != http.StatusOK || mt != "text/event-stream" {
+		return nil, false, fmt.Errorf("failed to resume the SSE stream for the response: status %d, %q", r.StatusCode, r.Header.Get("Content-Type"))
+	}
+	return t.readStream(ctx, r.Body, id, cur)
 }
 
 type sseCursor struct {
@@ -298,6 +338,8 @@ func (t *tapHTTP) readStream(ctx context.Context, body io.Reader, id []byte, cur
 				return nil, false, ctx.Err()
 			}
 			if rerr == io.EOF {
+				// An event the stream ended in is dispatched; its id is not
+				// recorded (it never finished).
 				if data.Len() > 0 {
 					if r := t.dispatch(ctx, data.String(), id); r != nil {
 						return r, false, nil
@@ -321,19 +363,17 @@ func (t *tapHTTP) readStream(ctx context.Context, body io.Reader, id []byte, cur
 			}
 			continue
 		}
-		switch {
-		case strings.HasPrefix(line, "data:"):
-			v := strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " ")
+		if v, ok := strings.CutPrefix(line, "data:"); ok {
 			if data.Len() > 0 {
 				data.WriteByte('\n')
 			}
-			data.WriteString(v)
-		case strings.HasPrefix(line, "id:"):
-			if v := strings.TrimPrefix(strings.TrimPrefix(line, "id:"), " "); !strings.ContainsRune(v, 0) {
+			data.WriteString(strings.TrimPrefix(v, " "))
+		} else if v, ok := strings.CutPrefix(line, "id:"); ok {
+			if v = strings.TrimPrefix(v, " "); !strings.ContainsRune(v, 0) {
 				evID, hasID = v, true
 			}
-		case strings.HasPrefix(line, "retry:"):
-			v := strings.TrimPrefix(strings.TrimPrefix(line, "retry:"), " ")
+		} else if v, ok := strings.CutPrefix(line, "retry:"); ok {
+			v = strings.TrimPrefix(v, " ")
 			if ms, err := strconv.ParseUint(v, 10, 31); err == nil && v != "" && strings.Trim(v, "0123456789") == "" {
 				cur.retry, cur.hasRetry = time.Duration(ms)*time.Millisecond, true
 			}
@@ -342,8 +382,15 @@ func (t *tapHTTP) readStream(ctx context.Context, body io.Reader, id []byte, cur
 }
 
 // dispatch handles one message of an SSE answer and returns it if it is
-// the response to id.
-func (t *tapHTTP) dispatch(ctx context.Context, data string, id []byte) *transport.JSONRPCResponse {
+// the response to id. Like mcp-go's stream reader it survives a panic in a
+// handler (logged; the stream is read on).
+func (t *tapHTTP) dispatch(ctx context.Context, data string, id []byte) (resp *transport.JSONRPCResponse) {
+	defer func() {
+		if p := recover(); p != nil {
+			t.log.Error("panic handling a message from the downstream", "panic", fmt.Sprint(p))
+			resp = nil
+		}
+	}()
 	var head struct {
 		ID     json.RawMessage `json:"id"`
 		Method string          `json:"method"`
@@ -371,6 +418,8 @@ func (t *tapHTTP) dispatch(ctx context.Context, data string, id []byte) *transpo
 		}
 		t.serveRequest(ctx, r)
 	default:
+		// Unlike mcp-go, which takes the first response on the stream,
+		// only the answer to this request is.
 		if !bytes.Equal(bytes.TrimSpace(head.ID), id) {
 			t.log.Info("response for another request on a tools/call stream (ignored)", "id", string(head.ID))
 			return nil
@@ -456,7 +505,10 @@ func (t *tapHTTP) SetNotificationHandler(h func(mcp.JSONRPCNotification)) {
 	t.inner.SetNotificationHandler(h)
 }
 
+// SetProtocolVersion is called once initialize has succeeded (and so with
+// the session id it left in place).
 func (t *tapHTTP) SetProtocolVersion(v string) {
+	t.raw.session.Store(t.inner.GetSessionId())
 	t.raw.version.Store(v)
 	t.inner.SetProtocolVersion(v)
 }

@@ -3,6 +3,7 @@ package tools
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -180,6 +181,236 @@ func TestCallToolJSONOverSSE(t *testing.T) {
 	for _, h := range srv.headers {
 		if h.Get("Mcp-Session-Id") != "s1" || h.Get("Mcp-Protocol-Version") != mcp.ProtocolVersion20251125 || h.Get("X-Team") != "blue" {
 			t.Fatalf("headers %v", h)
+		}
+	}
+}
+
+// handServer is a 2025-11-25 streamable HTTP server by hand: call decides
+// the tools/call answer, get a GET's; ping404 loses the session.
+type handServer struct {
+	mu       sync.Mutex
+	call     func(w http.ResponseWriter, id json.RawMessage)
+	get      func(w http.ResponseWriter, r *http.Request)
+	ping404  bool
+	callHdrs []http.Header
+	gets     int
+}
+
+func (s *handServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet {
+		s.mu.Lock()
+		s.gets++
+		g := s.get
+		s.mu.Unlock()
+		if g == nil {
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+		g(w, r)
+		return
+	}
+	if r.Method != http.MethodPost {
+		return
+	}
+	var msg struct {
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+	}
+	body, _ := io.ReadAll(r.Body)
+	_ = json.Unmarshal(body, &msg)
+	reply := func(result string) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Mcp-Session-Id", "s1")
+		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":%s}`, msg.ID, result)
+	}
+	switch msg.Method {
+	case "initialize":
+		reply(`{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"hand","version":"1"}}`)
+	case "tools/list":
+		reply(`{"tools":[{"name":"t","inputSchema":{"type":"object"}}]}`)
+	case "tools/call":
+		s.mu.Lock()
+		s.callHdrs = append(s.callHdrs, r.Header.Clone())
+		c := s.call
+		s.mu.Unlock()
+		c(w, msg.ID)
+	case "ping":
+		s.mu.Lock()
+		p := s.ping404
+		s.mu.Unlock()
+		if p {
+			http.NotFound(w, r)
+			return
+		}
+		reply(`{}`)
+	default:
+		w.WriteHeader(http.StatusAccepted)
+	}
+}
+
+func startHand(t *testing.T, s *handServer) (*Pool, *Tool) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: s}
+	go func() { _ = hs.Serve(ln) }()
+	t.Cleanup(func() { hs.Close() })
+	p, err := NewPool([]Spec{{Name: "hand", Transport: TransportStreamableHTTP, URL: "http://" + ln.Addr().String() + "/mcp",
+		Prefix: "h__", ProtocolVersion: mcp.ProtocolVersion20251125}},
+		Options{Logger: slog.New(slog.NewTextHandler(testOut(t), nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background(), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	tool, ok := p.Snapshot().Tool("h__t")
+	if !ok {
+		t.Fatal("tool missing")
+	}
+	return p, tool
+}
+
+// TestRawCallResumesAgain: a resumed stream the server ends again without
+// the response is resumed again from the same event (mcp-go does).
+func TestRawCallResumesAgain(t *testing.T) {
+	var mu sync.Mutex
+	var callID json.RawMessage
+	gets := 0
+	s := &handServer{}
+	s.call = func(w http.ResponseWriter, id json.RawMessage) {
+		mu.Lock()
+		callID, gets = id, 0
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "id: e1\nretry: 10\n\n")
+	}
+	s.get = func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Last-Event-ID") != "e1" {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		gets++
+		n, id := gets, callID
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		if n == 1 {
+			fmt.Fprint(w, ": still working\n\n")
+			return
+		}
+		fmt.Fprintf(w, "id: e2\ndata: {\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":{\"content\":[]}}\n\n", id)
+	}
+	p, tool := startHand(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := p.CallTool(ctx, tool, []byte(`{}`), nil); err != nil {
+		t.Fatalf("mcp-go: %v", err)
+	}
+	res, err := p.CallToolJSON(ctx, tool, []byte(`{}`), nil)
+	if err != nil || string(res.JSON) != `{"content":[]}` {
+		t.Fatalf("raw path: %s %v", res.JSON, err)
+	}
+}
+
+// TestRawCallResultsAsMCPGo: a result mcp-go's client refuses is refused,
+// one it changes is changed the same way (whatever the spelling of the
+// keys), and one it takes is relayed as sent, fields mcp-go's types do not
+// know included.
+func TestRawCallResultsAsMCPGo(t *testing.T) {
+	var mu sync.Mutex
+	result := ""
+	s := &handServer{}
+	s.call = func(w http.ResponseWriter, id json.RawMessage) {
+		mu.Lock()
+		r := result
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":%s}`, id, r)
+	}
+	p, tool := startHand(t, s)
+	ctx := context.Background()
+	for _, tc := range []struct{ result, relayed string }{
+		{`{"isError":false}`, ""},
+		{`{"content":[{"type":"nope"}]}`, ""},
+		{`{"content":[],"RESULTTYPE":"input_required"}`, ""},
+		{`{"content":[],"result\u0054ype":"input_required"}`, ""},
+		{`{"content":[],"_meta":{"io.modelcontextprotocol\/serverInfo":{"name":"downstream"},"trace":"t1"}}`, ""},
+		{`{"content":[{"type":"text","text":"a","future":1}],"isError":true,"later":{"x":[1]}}`, `{"content":[{"type":"text","text":"a","future":1}],"isError":true,"later":{"x":[1]}}`},
+	} {
+		mu.Lock()
+		result = tc.result
+		mu.Unlock()
+		typed, terr := p.CallTool(ctx, tool, []byte(`{}`), nil)
+		raw, rerr := p.CallToolJSON(ctx, tool, []byte(`{}`), nil)
+		if (terr == nil) != (rerr == nil) {
+			t.Errorf("%s: mcp-go err %v, raw err %v", tc.result, terr, rerr)
+			continue
+		}
+		if terr != nil {
+			continue
+		}
+		want := tc.relayed
+		if want == "" {
+			b, _ := json.Marshal(typed)
+			want = string(b)
+		}
+		if string(raw.JSON) != want || raw.IsError != typed.IsError {
+			t.Errorf("%s: raw path gives %s (isError %v), want %s", tc.result, raw.JSON, raw.IsError, want)
+		}
+	}
+}
+
+// TestRawCallAfterSessionEnded: once the session has ended (a 404 to
+// mcp-go's client, or to the raw path), no tools/call goes out on it, and
+// the call fails as unavailable (the supervisor reconnects).
+func TestRawCallAfterSessionEnded(t *testing.T) {
+	s := &handServer{}
+	s.call = func(w http.ResponseWriter, id json.RawMessage) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"content":[]}}`, id)
+	}
+	p, tool := startHand(t, s)
+	ctx := context.Background()
+	c, err := p.ds["hand"].current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	s.ping404 = true
+	s.mu.Unlock()
+	if err := c.Ping(ctx); err == nil {
+		t.Fatal("ping should fail")
+	}
+	_, err = p.CallToolJSON(ctx, tool, []byte(`{}`), nil)
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("raw call after the session ended: %v", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.callHdrs) > 0 {
+		t.Fatalf("tools/call sent after the session ended, Mcp-Session-Id=%q", s.callHdrs[0].Get("Mcp-Session-Id"))
+	}
+}
+
+// TestRawCallErrorStatusAsMCPGo: an error status with a JSON-RPC body is a
+// response (a downstream error), as mcp-go reads it, not a dead connection.
+func TestRawCallErrorStatusAsMCPGo(t *testing.T) {
+	for _, body := range []string{`{"jsonrpc":"2.0","id":%s}`, `{"jsonrpc":"2.0","id":%s,"error":{"code":-32000,"message":"busy"}}`, `oops %s`} {
+		s := &handServer{}
+		s.call = func(w http.ResponseWriter, id json.RawMessage) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusInternalServerError)
+			fmt.Fprintf(w, body, id)
+		}
+		p, tool := startHand(t, s)
+		ctx := context.Background()
+		_, terr := p.CallTool(ctx, tool, []byte(`{}`), nil)
+		_, rerr := p.CallToolJSON(ctx, tool, []byte(`{}`), nil)
+		if terr == nil || rerr == nil || errors.Is(terr, ErrUnavailable) != errors.Is(rerr, ErrUnavailable) {
+			t.Errorf("%s: mcp-go %v, raw %v", body, terr, rerr)
 		}
 	}
 }
