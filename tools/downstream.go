@@ -143,7 +143,10 @@ func (d *downstream) watch(ctx context.Context, c *client.Client, dead <-chan st
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-dead:
-			return errors.New("process exited")
+			if d.spec.Transport == TransportStdio {
+				return errors.New("process exited")
+			}
+			return errors.New("the server ended the session (404)")
 		case <-d.resync:
 		case <-t.C:
 		}
@@ -165,7 +168,8 @@ func (d *downstream) setDown(err error) {
 }
 
 // connect starts a client and runs the MCP handshake. dead is closed when a
-// stdio child exits; it is nil for other transports.
+// stdio child exits, or when a streamable HTTP session is found gone by a
+// raw request; it is nil for other transports.
 func (d *downstream) connect(ctx context.Context) (*client.Client, <-chan struct{}, error) {
 	opts := []client.ClientOption{
 		client.WithElicitationHandler(d),
@@ -197,7 +201,8 @@ func (d *downstream) connect(ctx context.Context) (*client.Client, <-chan struct
 		if err != nil {
 			return nil, nil, fmt.Errorf("streamable http transport: %w", err)
 		}
-		t = newTapHTTP(h, d)
+		th := newTapHTTP(h, d)
+		t, dead = th, th.lost
 	case TransportSSE:
 		s, err := transport.NewSSE(d.spec.URL,
 			transport.WithHeaders(d.spec.Headers),

@@ -197,7 +197,7 @@ func (t *tapHTTP) rawResponse(ctx context.Context, body, id []byte) (*transport.
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	switch mt {
 	case "application/json":
-		b, err := io.ReadAll(resp.Body)
+		b, err := readBody(resp)
 		if err != nil {
 			return nil, fmt.Errorf("failed to read response: %w", err)
 		}
@@ -214,6 +214,16 @@ func (t *tapHTTP) rawResponse(ctx context.Context, body, id []byte) (*transport.
 	default:
 		return nil, fmt.Errorf("unexpected content type: %s", resp.Header.Get("Content-Type"))
 	}
+}
+
+// readBody reads a whole body, in one allocation when its length is known.
+func readBody(resp *http.Response) ([]byte, error) {
+	if n := resp.ContentLength; n > 0 && n <= 64<<20 {
+		b := make([]byte, n)
+		_, err := io.ReadFull(resp.Body, b)
+		return b, err
+	}
+	return io.ReadAll(resp.Body)
 }
 
 func truncateBody(b []byte) string {
@@ -266,6 +276,7 @@ func (t *tapHTTP) send(ctx context.Context, method string, body io.Reader, accep
 		resp.Body.Close()
 		if method != http.MethodGet { // a GET's 404 may only mean no stream
 			t.raw.ended.Store(true)
+			t.lostOnce.Do(func() { close(t.lost) })
 		}
 		return nil, transport.ErrSessionTerminated
 	}

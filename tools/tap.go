@@ -62,11 +62,15 @@ type tapHTTP struct {
 	raw   rawConn
 	log   *slog.Logger
 	stop  context.CancelFunc // ends raw.life
+	// lost is closed when a raw request finds the session gone (404): the
+	// supervisor reconnects, as it does when mcp-go's client finds it.
+	lost     chan struct{}
+	lostOnce sync.Once
 }
 
 func newTapHTTP(h *transport.StreamableHTTP, d *downstream) *tapHTTP {
 	life, stop := context.WithCancel(context.Background())
-	t := &tapHTTP{tap: &tap{h}, inner: h, log: d.log, stop: stop}
+	t := &tapHTTP{tap: &tap{h}, inner: h, log: d.log, stop: stop, lost: make(chan struct{})}
 	t.raw.url, t.raw.hc, t.raw.life = d.spec.URL, d.hc, life
 	t.raw.headers, t.raw.headerFunc = d.spec.Headers, d.spec.headerFunc()
 	return t
