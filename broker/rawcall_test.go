@@ -131,9 +131,10 @@ func TestFastLaneRawDownstreamMatchesMCPGo(t *testing.T) {
 // TestFastLaneRawDownstreamStreams: the server's question on an SSE answer
 // reaches the agent (the call is handed over to mcp-go on the way), and
 // the agent's answer goes back to the server. (Notifications on the way:
-// TestFastLaneRawHandoverSameAnswer, whose downstream sends them reliably;
-// mcp-go's server v1.2.1 loses 5-40 % of the notifications a tool sends
-// during a POST under -race, with or without the broker in between.)
+// TestFastLaneRawHandoverSameAnswer, whose downstream sends them reliably:
+// mcp-go's server drops the last notification a handler sends before
+// returning unless it has an event store, notes/mcp-go.md pitfall 3; here
+// 5-40 % of them under -race, with or without the broker in between.)
 func TestFastLaneRawDownstreamStreams(t *testing.T) {
 	ds := startHTTPDownstream(t)
 	_, url := runBroker(t, httpConfig(t, ds, false))
