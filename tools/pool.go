@@ -219,16 +219,22 @@ func forward[T any](ctx context.Context, p *Pool, server string, meta *mcp.Meta,
 // right agent; cancelling ctx cancels the downstream call.
 func (p *Pool) CallTool(ctx context.Context, t *Tool, args []byte, meta *mcp.Meta) (*mcp.CallToolResult, error) {
 	return forward(ctx, p, t.Server, meta, func(c *client.Client, m *mcp.Meta) (*mcp.CallToolResult, error) {
-		req := mcp.CallToolRequest{}
-		req.Params.Name = t.Name
-		req.Params.RawArguments = args
-		req.Params.Meta = m
-		res, err := c.CallTool(ctx, req)
-		if res != nil {
-			cleanResult(&res.Result)
-		}
-		return res, err
+		return callTool(ctx, c, t, args, m)
 	})
+}
+
+// callTool sends one tools/call through mcp-go's client and cleans the
+// result.
+func callTool(ctx context.Context, c *client.Client, t *Tool, args []byte, m *mcp.Meta) (*mcp.CallToolResult, error) {
+	req := mcp.CallToolRequest{}
+	req.Params.Name = t.Name
+	req.Params.RawArguments = args
+	req.Params.Meta = m
+	res, err := c.CallTool(ctx, req)
+	if res != nil {
+		cleanResult(&res.Result)
+	}
+	return res, err
 }
 
 // cleanResult removes what belongs to the downstream hop rather than to the

@@ -40,11 +40,7 @@ func (p *Pool) CallToolJSON(ctx context.Context, t *Tool, args []byte, meta *mcp
 		if th, ok := c.GetTransport().(*tapHTTP); ok && th.rawOK() {
 			return th.callTool(ctx, t.Name, args, m)
 		}
-		req := mcp.CallToolRequest{}
-		req.Params.Name = t.Name
-		req.Params.RawArguments = args
-		req.Params.Meta = m
-		res, err := c.CallTool(ctx, req)
+		res, err := callTool(ctx, c, t, args, m)
 		if err != nil {
 			return RawResult{}, err
 		}
@@ -52,8 +48,8 @@ func (p *Pool) CallToolJSON(ctx context.Context, t *Tool, args []byte, meta *mcp
 	})
 }
 
+// typedJSON encodes a result CallTool returned (cleaned).
 func typedJSON(res *mcp.CallToolResult) (RawResult, error) {
-	cleanResult(&res.Result)
 	b, err := json.Marshal(res)
 	if err != nil {
 		return RawResult{}, fmt.Errorf("encode result: %w", err)
@@ -162,6 +158,7 @@ func resultJSON(raw json.RawMessage) (RawResult, error) {
 		// would re-send the call for them.
 		return RawResult{}, errors.New("the downstream asked for more input (input_required), which a 2025-11-25 connection does not carry")
 	}
+	cleanResult(&res.Result)
 	return typedJSON(res)
 }
 
