@@ -16,6 +16,8 @@ import (
 
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/mcpbroker/mcpbroker/broker/audit"
 )
 
 // httpDownstream serves askServer plus echo, fail and boom over
@@ -191,13 +193,16 @@ func TestFastLaneRawDownstreamSessionLost(t *testing.T) {
 	}
 }
 
-// TestFastLaneRawHandoverSameAnswer: a downstream result reaches the agent
-// the same whether the call stayed on the lane (bytes relayed) or was
-// handed over to mcp-go by a notification on the way (the result typed
-// again): here one mcp-go's client refuses (no content), so both are the
-// same downstream-error refusal.
-func TestFastLaneRawHandoverSameAnswer(t *testing.T) {
-	var notify atomic.Bool
+// handDownstream is a 2025-11-25 streamable HTTP server by hand whose
+// tools (results' keys) answer tools/call with the given result on an SSE
+// stream, after a notification when notify is set (which hands a lane
+// call over to mcp-go on the way).
+func handDownstream(t *testing.T, results map[string]string, notify *atomic.Bool) string {
+	t.Helper()
+	var names []string
+	for name := range results {
+		names = append(names, fmt.Sprintf(`{"name":%q,"inputSchema":{"type":"object"}}`, name))
+	}
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.WriteHeader(http.StatusMethodNotAllowed)
@@ -206,6 +211,9 @@ func TestFastLaneRawHandoverSameAnswer(t *testing.T) {
 		var msg struct {
 			ID     json.RawMessage `json:"id"`
 			Method string          `json:"method"`
+			Params struct {
+				Name string `json:"name"`
+			} `json:"params"`
 		}
 		body, _ := io.ReadAll(r.Body)
 		_ = json.Unmarshal(body, &msg)
@@ -218,48 +226,106 @@ func TestFastLaneRawHandoverSameAnswer(t *testing.T) {
 		case "initialize":
 			reply(`{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"hand","version":"1"}}`)
 		case "tools/list":
-			reply(`{"tools":[{"name":"t","inputSchema":{"type":"object"}},{"name":"ok","inputSchema":{"type":"object"}}]}`)
+			reply(`{"tools":[` + strings.Join(names, ",") + `]}`)
 		case "tools/call":
 			w.Header().Set("Content-Type", "text/event-stream")
 			if notify.Load() {
 				fmt.Fprint(w, "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"x\"}}\n\n")
 			}
-			result := `{"isError":false}`
-			if strings.Contains(string(body), `"name":"ok"`) {
-				result = `{"content":[{"type":"text","text":"fine","extra":1}]}`
-			}
-			fmt.Fprintf(w, "data: {\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":%s}\n\n", msg.ID, result)
+			fmt.Fprintf(w, "data: {\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":%s}\n\n", msg.ID, results[msg.Params.Name])
 		default:
 			w.WriteHeader(http.StatusAccepted)
 		}
 	}))
-	defer hs.Close()
-	_, url := runBroker(t, httpConfig(t, &httpDownstream{url: hs.URL}, false))
-	sid := rawSession(t, url)
+	t.Cleanup(hs.Close)
+	return hs.URL
+}
+
+// laneAnswer calls tool on the broker at url in session sid and returns
+// the result object the agent got (call IDs replaced by CALL-ID), checking
+// that a notification came first exactly when notified.
+func laneAnswer(t *testing.T, url, sid, tool string, notified bool) string {
+	t.Helper()
 	lh := map[string]string{mcp.HeaderProtocolVersion: mcp.ProtocolVersion20251125}
-	resultOf := regexp.MustCompile(`"result":(\{.*\})\}`)
-	callID := regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}`)
-	answer := func(tool string) string {
-		_, b, _ := rawPost(t, context.Background(), url, sid, lh, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"asker__`+tool+`","arguments":{}}}`)
-		if notify.Load() != strings.Contains(b, `"method":"notifications/message"`) {
-			t.Errorf("notification relayed %v, want %v: %q", !notify.Load(), notify.Load(), b)
-		}
-		m := resultOf.FindStringSubmatch(b)
-		if m == nil {
-			t.Fatalf("no result in %q", b)
-		}
-		return callID.ReplaceAllString(m[1], "CALL-ID")
+	_, b, _ := rawPost(t, context.Background(), url, sid, lh, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"asker__`+tool+`","arguments":{}}}`)
+	if notified != strings.Contains(b, `"method":"notifications/message"`) {
+		t.Errorf("notification relayed %v, want %v: %q", !notified, notified, b)
 	}
+	m := regexp.MustCompile(`"result":(\{.*\})\}`).FindStringSubmatch(b)
+	if m == nil {
+		t.Fatalf("no result in %q", b)
+	}
+	return regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}`).ReplaceAllString(m[1], "CALL-ID")
+}
+
+// TestFastLaneRawHandoverSameAnswer: a downstream result reaches the agent
+// the same whether the call stayed on the lane (bytes relayed) or was
+// handed over to mcp-go by a notification on the way (the result typed
+// again); a result mcp-go's client refuses (no content) is the same
+// downstream-error refusal either way.
+func TestFastLaneRawHandoverSameAnswer(t *testing.T) {
+	var notify atomic.Bool
+	ds := handDownstream(t, map[string]string{"t": `{"isError":false}`, "ok": `{"content":[{"type":"text","text":"fine","extra":1}]}`}, &notify)
+	_, url := runBroker(t, httpConfig(t, &httpDownstream{url: ds}, false))
+	sid := rawSession(t, url)
 	for _, tool := range []string{"t", "ok"} {
 		notify.Store(false)
-		lane := answer(tool)
+		lane := laneAnswer(t, url, sid, tool, false)
 		notify.Store(true)
-		handed := answer(tool)
+		handed := laneAnswer(t, url, sid, tool, true)
 		if tool == "t" && (lane != handed || !strings.Contains(lane, string(ReasonDownstreamError))) {
 			t.Errorf("%s: lane %s, handed over %s", tool, lane, handed)
 		}
 		if tool == "ok" && (lane != `{"content":[{"type":"text","text":"fine","extra":1}]}` || !strings.Contains(handed, `"text":"fine"`)) {
 			t.Errorf("%s: lane %s, handed over %s", tool, lane, handed)
+		}
+	}
+}
+
+// TestFastLaneRawRecordedAsSeen: the call.completed status agrees with
+// what the agent gets, on the lane and handed over, for results that try
+// to make them differ: content mcp-go cannot decode (a downstream error,
+// as through mcp-go), and isError spelled twice (encoding/json folds case,
+// the agent's parser does not: the result is re-encoded).
+func TestFastLaneRawRecordedAsSeen(t *testing.T) {
+	var notify atomic.Bool
+	ds := handDownstream(t, map[string]string{
+		"undecodable": `{"content":[{"type":"text","text":5}]}`,
+		"twice":       `{"content":[{"type":"text","text":"denied"}],"isError":true,"ISERROR":false}`,
+		"twice2":      `{"content":[{"type":"text","text":"fine"}],"ISERROR":true,"isError":false}`,
+	}, &notify)
+	b, url := runBroker(t, httpConfig(t, &httpDownstream{url: ds}, false))
+	sid := rawSession(t, url)
+	for _, tool := range []string{"undecodable", "twice", "twice2"} {
+		for _, n := range []bool{false, true} {
+			notify.Store(n)
+			got := laneAnswer(t, url, sid, tool, n)
+			var agent struct {
+				IsError bool `json:"isError"`
+			}
+			var top map[string]json.RawMessage
+			if err := json.Unmarshal([]byte(got), &top); err != nil {
+				t.Fatal(err)
+			}
+			_ = json.Unmarshal(top["isError"], &agent.IsError) // the exact key, as an agent reads it
+			entries, err := b.ledger.List(context.Background(), audit.Filter{Type: audit.CallCompleted})
+			if err != nil || len(entries) == 0 {
+				t.Fatalf("ledger: %v %d", err, len(entries))
+			}
+			status := entries[len(entries)-1].Event.Status
+			want := audit.StatusOK
+			if agent.IsError {
+				want = audit.StatusToolError
+			}
+			if tool == "undecodable" {
+				want = audit.StatusError
+				if !strings.Contains(got, string(ReasonDownstreamError)) {
+					t.Errorf("%s handed over %v: agent got %s", tool, n, got)
+				}
+			}
+			if status != want {
+				t.Errorf("%s handed over %v: recorded %s, agent got %s", tool, n, status, got)
+			}
 		}
 	}
 }

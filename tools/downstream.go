@@ -82,11 +82,11 @@ func (d *downstream) run(ctx context.Context, firstDone chan<- struct{}) {
 				_ = c.Close()
 			}
 		}
-		if first {
-			first = false
-			close(firstDone)
-		}
 		if err != nil {
+			if first {
+				first = false
+				close(firstDone)
+			}
 			cancel()
 			d.killGroup()
 			d.setDown(err)
@@ -104,6 +104,11 @@ func (d *downstream) run(ctx context.Context, firstDone chan<- struct{}) {
 		d.mu.Unlock()
 		d.log.Info("downstream server connected", "transport", d.spec.Transport, "protocol", c.ProtocolVersion())
 		d.pool.changed()
+		if first {
+			// Start returns with the server up and its catalog in place.
+			first = false
+			close(firstDone)
+		}
 		connectedAt := time.Now()
 		stopListen := d.listen(connCtx, c)
 

@@ -118,37 +118,14 @@ func (t *tapHTTP) callTool(ctx context.Context, name string, args []byte, meta *
 	return resultJSON(resp.Result)
 }
 
-// knownContent are the content types mcp-go's client accepts in a result.
-var knownContent = map[string]bool{"text": true, "image": true, "audio": true, "resource_link": true, "resource": true}
-
-// resultJSON reads what the broker needs of a result (isError) and checks
-// it as mcp-go's client would, leaving the bytes as they are. A result
-// mcp-go would refuse or change (no content or content of an unknown type;
-// the downstream hop's resultType or protocol _meta, which CallTool
-// removes) goes through mcp-go's types instead, as CallTool's results do.
-// Keys are matched as encoding/json matches them (escapes decoded, any
-// case), so no spelling of those keys gets through as bytes.
+// resultJSON decodes a result as mcp-go's client does (its checks and its
+// reading of isError are the broker's) and keeps the bytes as they are when
+// they say the same to a client that reads keys exactly. Otherwise (a key
+// that only case-folds to one of the result's, which encoding/json reads as
+// that key and an exact reader does not; the downstream hop's resultType or
+// protocol _meta, which CallTool removes) the result goes to the agent
+// re-encoded from mcp-go's types, as CallTool's results do.
 func resultJSON(raw json.RawMessage) (RawResult, error) {
-	var probe struct {
-		Content []struct {
-			Type string `json:"type"`
-		} `json:"content"`
-		IsError    bool                       `json:"isError"`
-		ResultType json.RawMessage            `json:"resultType"`
-		Meta       map[string]json.RawMessage `json:"_meta"`
-	}
-	trimmed := bytes.TrimSpace(raw)
-	plain := len(trimmed) > 0 && trimmed[0] == '{' && json.Unmarshal(trimmed, &probe) == nil &&
-		probe.Content != nil && probe.ResultType == nil
-	for _, c := range probe.Content {
-		plain = plain && knownContent[c.Type]
-	}
-	for k := range probe.Meta {
-		plain = plain && !strings.HasPrefix(k, "io.modelcontextprotocol/")
-	}
-	if plain {
-		return RawResult{JSON: trimmed, IsError: probe.IsError}, nil
-	}
 	res, err := mcp.ParseCallToolResult(&raw)
 	if err != nil {
 		return RawResult{}, err
@@ -158,8 +135,43 @@ func resultJSON(raw json.RawMessage) (RawResult, error) {
 		// would re-send the call for them.
 		return RawResult{}, errors.New("the downstream asked for more input (input_required), which a 2025-11-25 connection does not carry")
 	}
+	if res.ResultType == "" && !hasProtocolMeta(res.Meta) && exactKeys(raw) {
+		return RawResult{JSON: bytes.TrimSpace(raw), IsError: res.IsError}, nil
+	}
 	cleanResult(&res.Result)
 	return typedJSON(res)
+}
+
+// resultKeys are the members of a tools/call result mcp-go reads.
+var resultKeys = []string{"content", "structuredContent", "isError", "_meta", "resultType", "inputRequests", "requestState"}
+
+// exactKeys reports whether no top-level key of the result object differs
+// from one of resultKeys by case alone.
+func exactKeys(raw json.RawMessage) bool {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(raw, &top) != nil {
+		return false
+	}
+	for k := range top {
+		for _, want := range resultKeys {
+			if k != want && strings.EqualFold(k, want) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func hasProtocolMeta(m *mcp.Meta) bool {
+	if m == nil {
+		return false
+	}
+	for k := range m.AdditionalFields {
+		if strings.HasPrefix(k, "io.modelcontextprotocol/") {
+			return true
+		}
+	}
+	return false
 }
 
 // rawResponse posts one request and reads its response: a JSON body, or
@@ -213,9 +225,10 @@ func (t *tapHTTP) rawResponse(ctx context.Context, body, id []byte) (*transport.
 	}
 }
 
-// readBody reads a whole body, in one allocation when its length is known.
+// readBody reads a whole body, in one allocation when its length is known
+// and small (a length the server merely claims is not allocated up front).
 func readBody(resp *http.Response) ([]byte, error) {
-	if n := resp.ContentLength; n > 0 && n <= 64<<20 {
+	if n := resp.ContentLength; n > 0 && n <= 1<<20 {
 		b := make([]byte, n)
 		_, err := io.ReadFull(resp.Body, b)
 		return b, err
@@ -271,7 +284,9 @@ func (t *tapHTTP) send(ctx context.Context, method string, body io.Reader, accep
 	}
 	if resp.StatusCode == http.StatusNotFound {
 		resp.Body.Close()
-		if method != http.MethodGet { // a GET's 404 may only mean no stream
+		// A GET's 404 may only mean no stream; without a session there is
+		// none to end (mcp-go's transport does the same).
+		if method != http.MethodGet && sid != "" {
 			t.raw.ended.Store(true)
 			t.lostOnce.Do(func() { close(t.lost) })
 		}

@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -412,5 +414,98 @@ func TestRawCallErrorStatusAsMCPGo(t *testing.T) {
 		if terr == nil || rerr == nil || errors.Is(terr, ErrUnavailable) != errors.Is(rerr, ErrUnavailable) {
 			t.Errorf("%s: mcp-go %v, raw %v", body, terr, rerr)
 		}
+	}
+}
+
+// TestRawCallSessionless404: a downstream without sessions (no
+// Mcp-Session-Id) answers one tool's call 404 (a proxy in front of it,
+// say). That call fails; the connection, and the other calls in flight on
+// it, go on (there is no session to end), through mcp-go's client and the
+// raw path alike.
+func TestRawCallSessionless404(t *testing.T) {
+	for _, raw := range []bool{false, true} {
+		var inits atomic.Int32
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodPost {
+				w.WriteHeader(http.StatusMethodNotAllowed)
+				return
+			}
+			var msg struct {
+				ID     json.RawMessage `json:"id"`
+				Method string          `json:"method"`
+			}
+			body, _ := io.ReadAll(r.Body)
+			_ = json.Unmarshal(body, &msg)
+			reply := func(result string) {
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":%s}`, msg.ID, result)
+			}
+			switch msg.Method {
+			case "initialize":
+				inits.Add(1)
+				reply(`{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"hand","version":"1"}}`)
+			case "tools/list":
+				reply(`{"tools":[{"name":"gone","inputSchema":{"type":"object"}},{"name":"slow","inputSchema":{"type":"object"}}]}`)
+			case "tools/call":
+				if strings.Contains(string(body), `"name":"gone"`) {
+					http.NotFound(w, r)
+					return
+				}
+				time.Sleep(300 * time.Millisecond)
+				reply(`{"content":[]}`)
+			default:
+				w.WriteHeader(http.StatusAccepted)
+			}
+		})}
+		go func() { _ = hs.Serve(ln) }()
+		p, err := NewPool([]Spec{{Name: "hand", Transport: TransportStreamableHTTP, URL: "http://" + ln.Addr().String() + "/mcp",
+			Prefix: "h__", ProtocolVersion: mcp.ProtocolVersion20251125}}, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Start(context.Background(), 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		gone, _ := p.Snapshot().Tool("h__gone")
+		slow, _ := p.Snapshot().Tool("h__slow")
+		call := func(tl *Tool) error {
+			if raw {
+				_, err := p.CallToolJSON(context.Background(), tl, []byte(`{}`), nil)
+				return err
+			}
+			_, err := p.CallTool(context.Background(), tl, []byte(`{}`), nil)
+			return err
+		}
+		slowErr := make(chan error, 1)
+		go func() { slowErr <- call(slow) }()
+		time.Sleep(50 * time.Millisecond)
+		gerr := call(gone)
+		serr := <-slowErr
+		if gerr == nil || serr != nil || inits.Load() != 1 {
+			t.Errorf("raw=%v: the 404 call: %v; the concurrent call: %v; initializes: %d", raw, gerr, serr, inits.Load())
+		}
+		p.Close()
+		hs.Close()
+	}
+}
+
+// TestReadBodyClaimedLength: a body is not allocated at the length the
+// server claims before its bytes arrive.
+func TestReadBodyClaimedLength(t *testing.T) {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	resp := &http.Response{ContentLength: 64 << 20, Body: io.NopCloser(strings.NewReader(`{"x":1}`))}
+	b, err := readBody(resp)
+	runtime.ReadMemStats(&after)
+	if string(b) != `{"x":1}` || err != nil {
+		t.Fatalf("read %q, %v", b, err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 1<<20 {
+		t.Errorf("allocated %d bytes for a 7-byte body", n)
 	}
 }
