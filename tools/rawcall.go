@@ -146,20 +146,58 @@ func resultJSON(raw json.RawMessage) (RawResult, error) {
 var resultKeys = []string{"content", "structuredContent", "isError", "_meta", "resultType", "inputRequests", "requestState"}
 
 // exactKeys reports whether no top-level key of the result object differs
-// from one of resultKeys by case alone.
-func exactKeys(raw json.RawMessage) bool {
-	var top map[string]json.RawMessage
-	if json.Unmarshal(raw, &top) != nil {
+// from one of resultKeys by case alone (nor is written with escapes, which
+// would have to be decoded to tell). raw is valid JSON (the response
+// decoded), so a scanner that only tracks strings and nesting finds the
+// keys without allocating.
+func exactKeys(raw []byte) bool {
+	i := skipSpace(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
 		return false
 	}
-	for k := range top {
-		for _, want := range resultKeys {
-			if k != want && strings.EqualFold(k, want) {
-				return false
+	depth, expectKey := 0, false
+	for ; i < len(raw); i++ {
+		switch c := raw[i]; c {
+		case '{':
+			depth++
+			expectKey = depth == 1
+		case '[':
+			depth++
+		case '}', ']':
+			depth--
+		case ',':
+			expectKey = depth == 1
+		case '"':
+			end := i + 1
+			for end < len(raw) && raw[end] != '"' {
+				if raw[end] == '\\' {
+					if expectKey {
+						return false
+					}
+					end++
+				}
+				end++
 			}
+			if expectKey {
+				key := string(raw[i+1 : end]) // does not escape: compared only
+				for _, want := range resultKeys {
+					if key != want && strings.EqualFold(key, want) {
+						return false
+					}
+				}
+				expectKey = false
+			}
+			i = end
 		}
 	}
 	return true
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
 }
 
 func hasProtocolMeta(m *mcp.Meta) bool {

@@ -509,3 +509,23 @@ func TestReadBodyClaimedLength(t *testing.T) {
 		t.Errorf("allocated %d bytes for a 7-byte body", n)
 	}
 }
+
+// TestExactKeysScan: the key scanner finds top-level keys that only
+// case-fold (or escape) to a result key, and nothing inside values.
+func TestExactKeysScan(t *testing.T) {
+	for raw, want := range map[string]bool{
+		`{"content":[],"isError":true}`:                                 true,
+		` { "content" : [ {"type":"text","ISERROR":"x"} ] } `:           true,
+		`{"content":[],"ISERROR":false}`:                                false,
+		`{"content":[],"isError":true,"IsError":false}`:                 false,
+		`{"content":[],"is\u0045rror":false}`:                           false,
+		`{"content":[{"text":"a\"b,\"ISERROR\":1"}],"x":{"ISERROR":1}}`: true,
+		`{"content":[],"ſtructuredContent":{}}`:                         false,
+		`{"content":[],"later":{"a":[1,{"b":"}"}]},"_meta":{}}`:         true,
+		`[]`: false,
+	} {
+		if got := exactKeys([]byte(raw)); got != want {
+			t.Errorf("%s: %v, want %v", raw, got, want)
+		}
+	}
+}
