@@ -126,6 +126,9 @@ func (t *tapHTTP) callTool(ctx context.Context, name string, args []byte, meta *
 // protocol _meta, which CallTool removes) the result goes to the agent
 // re-encoded from mcp-go's types, as CallTool's results do.
 func resultJSON(raw json.RawMessage) (RawResult, error) {
+	if isError, ok := plainText(raw); ok {
+		return RawResult{JSON: bytes.TrimSpace(raw), IsError: isError}, nil
+	}
 	res, err := mcp.ParseCallToolResult(&raw)
 	if err != nil {
 		return RawResult{}, err
@@ -140,6 +143,180 @@ func resultJSON(raw json.RawMessage) (RawResult, error) {
 	}
 	cleanResult(&res.Result)
 	return typedJSON(res)
+}
+
+// plainText recognizes, without decoding, the most common result: text
+// content only, each item exactly {"type":"text","text":string}, with an
+// optional isError literal and any structuredContent, every key spelled
+// exactly, once. mcp-go's decoder accepts every such result and reads
+// isError from it as an exact-key reader does (FuzzPlainText holds the two
+// to that), so it needs no decoding; anything else is decoded. raw is
+// valid JSON.
+func plainText(raw []byte) (isError, ok bool) {
+	i := skipSpace(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
+		return false, false
+	}
+	var seen [3]bool // content, isError, structuredContent
+	for first := true; ; first = false {
+		i = skipSpace(raw, i+1)
+		if first && i < len(raw) && raw[i] == '}' {
+			return false, false // no content
+		}
+		key, next, ok := plainKey(raw, i)
+		if !ok {
+			return false, false
+		}
+		i = skipSpace(raw, next)
+		if i >= len(raw) || raw[i] != ':' {
+			return false, false
+		}
+		i = skipSpace(raw, i+1)
+		switch key {
+		case "content":
+			if seen[0] {
+				return false, false
+			}
+			seen[0] = true
+			if i, ok = textItems(raw, i); !ok {
+				return false, false
+			}
+		case "isError":
+			if seen[1] {
+				return false, false
+			}
+			seen[1] = true
+			switch {
+			case bytes.HasPrefix(raw[i:], []byte("true")):
+				isError, i = true, i+4
+			case bytes.HasPrefix(raw[i:], []byte("false")):
+				i += 5
+			default:
+				return false, false
+			}
+		case "structuredContent":
+			if seen[2] {
+				return false, false
+			}
+			seen[2] = true
+			i = skipValue(raw, i)
+		default:
+			return false, false
+		}
+		i = skipSpace(raw, i)
+		if i >= len(raw) {
+			return false, false
+		}
+		switch raw[i] {
+		case ',':
+			continue
+		case '}':
+			return isError, seen[0] && skipSpace(raw, i+1) == len(raw)
+		default:
+			return false, false
+		}
+	}
+}
+
+// textItems reads a content array of {"type":"text","text":string} items
+// at i and returns the index after it.
+func textItems(raw []byte, i int) (int, bool) {
+	if i >= len(raw) || raw[i] != '[' {
+		return 0, false
+	}
+	i = skipSpace(raw, i+1)
+	if i < len(raw) && raw[i] == ']' {
+		return i + 1, true
+	}
+	for {
+		if i >= len(raw) || raw[i] != '{' {
+			return 0, false
+		}
+		var typ, text bool
+		for {
+			key, next, ok := plainKey(raw, skipSpace(raw, i+1))
+			if !ok {
+				return 0, false
+			}
+			i = skipSpace(raw, next)
+			if i >= len(raw) || raw[i] != ':' {
+				return 0, false
+			}
+			i = skipSpace(raw, i+1)
+			switch {
+			case key == "type" && !typ && bytes.HasPrefix(raw[i:], []byte(`"text"`)):
+				typ, i = true, i+len(`"text"`)
+			case key == "text" && !text && i < len(raw) && raw[i] == '"':
+				text, i = true, skipValue(raw, i)
+			default:
+				return 0, false
+			}
+			i = skipSpace(raw, i)
+			if i < len(raw) && raw[i] == ',' {
+				continue
+			}
+			if i >= len(raw) || raw[i] != '}' || !typ || !text {
+				return 0, false
+			}
+			break
+		}
+		i = skipSpace(raw, i+1)
+		if i < len(raw) && raw[i] == ',' {
+			i = skipSpace(raw, i+1)
+			continue
+		}
+		if i < len(raw) && raw[i] == ']' {
+			return i + 1, true
+		}
+		return 0, false
+	}
+}
+
+// plainKey reads an object key at i written without escapes and returns it
+// (as a string that does not escape to the heap when only compared) and the
+// index after its closing quote.
+func plainKey(raw []byte, i int) (string, int, bool) {
+	if i >= len(raw) || raw[i] != '"' {
+		return "", 0, false
+	}
+	end := bytes.IndexByte(raw[i+1:], '"')
+	if end < 0 || bytes.IndexByte(raw[i+1:i+1+end], '\\') >= 0 {
+		return "", 0, false
+	}
+	return string(raw[i+1 : i+1+end]), i + end + 2, true
+}
+
+// skipValue returns the index after the JSON value at i (raw is valid).
+func skipValue(raw []byte, i int) int {
+	depth := 0
+	for ; i < len(raw); i++ {
+		switch raw[i] {
+		case '"':
+			for i++; i < len(raw) && raw[i] != '"'; i++ {
+				if raw[i] == '\\' {
+					i++
+				}
+			}
+			if depth == 0 {
+				return i + 1
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+			if depth < 0 {
+				return i
+			}
+		case ',', ' ', '\t', '\n', '\r':
+			if depth == 0 {
+				return i
+			}
+		}
+	}
+	return i
 }
 
 // resultKeys are the members of a tools/call result mcp-go reads.

@@ -529,3 +529,81 @@ func TestExactKeysScan(t *testing.T) {
 		}
 	}
 }
+
+// FuzzPlainText holds plainText to mcp-go's decoder and to an exact-key
+// reader: whatever it accepts mcp-go decodes, with the same isError as the
+// exact "isError" key, no resultType and no _meta. (go test -fuzz
+// FuzzPlainText ./tools explores further; the seeds run with the tests.)
+func FuzzPlainText(f *testing.F) {
+	for _, seed := range []string{
+		`{"content":[{"type":"text","text":"hi"}]}`,
+		`{"content":[{"type":"text","text":"hi"}],"isError":true}`,
+		` { "isError" : false , "content" : [ { "text" : "a\"b" , "type" : "text" } , {"type":"text","text":""} ] } `,
+		`{"content":[],"structuredContent":{"a":[1,{"b":"}"}],"c":null}}`,
+		`{"content":[{"type":"text","text":5}]}`,
+		`{"content":[{"type":"text","text":"x","annotations":{}}]}`,
+		`{"content":[{"type":"image","data":"x","mimeType":"image/png"}]}`,
+		`{"content":[],"isError":true,"ISERROR":false}`,
+		`{"content":[],"isError":true,"isError":false}`,
+		`{"content":[],"is\u0045rror":true}`,
+		`{"isError":false}`,
+		`{"content":[{"type":"t\u0065xt","text":"x"}]}`,
+		`{"content":{},"isError":true}`,
+		`{"content":[],"structuredContent":"x","resultType":"complete"}`,
+		`{"content":[{"text":"x"}]}`,
+		`{}`,
+		`[]`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if !json.Valid(raw) {
+			return
+		}
+		isError, ok := plainText(raw)
+		if !ok {
+			return
+		}
+		msg := json.RawMessage(raw)
+		res, err := mcp.ParseCallToolResult(&msg)
+		if err != nil {
+			t.Fatalf("%s: accepted, mcp-go refuses: %v", raw, err)
+		}
+		var exact map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &exact); err != nil {
+			t.Fatal(err)
+		}
+		var exactIsError bool
+		if v, ok := exact["isError"]; ok {
+			_ = json.Unmarshal(v, &exactIsError)
+		}
+		if res.IsError != isError || exactIsError != isError || res.ResultType != "" || res.Meta != nil || !exactKeys(raw) {
+			t.Fatalf("%s: isError %v, mcp-go %v, exact key %v, resultType %q, meta %v", raw, isError, res.IsError, exactIsError, res.ResultType, res.Meta)
+		}
+	})
+}
+
+// TestPlainTextAccepts: the common results take the path without decoding.
+func TestPlainTextAccepts(t *testing.T) {
+	for raw, want := range map[string]bool{
+		`{"content":[{"type":"text","text":"hi"}]}`:                                         false,
+		`{"content":[{"type":"text","text":"hi"}],"isError":true}`:                          true,
+		` { "isError" : false , "content" : [ { "text" : "a\"b" , "type" : "text" } ] } `:   false,
+		`{"structuredContent":{"a":[1,{"b":"}"}]},"content":[{"type":"text","text":"{}"}]}`: false,
+		`{"content":[]}`: false,
+	} {
+		isError, ok := plainText([]byte(raw))
+		if !ok || isError != want {
+			t.Errorf("%s: plain %v isError %v", raw, ok, isError)
+		}
+	}
+	for _, raw := range []string{
+		`{"content":[{"type":"text","text":5}]}`, `{"content":[],"isError":true,"ISERROR":false}`,
+		`{"content":[],"isError":true,"isError":false}`, `{"isError":false}`, `{"content":[{"type":"text","text":"x","_meta":{}}]}`,
+		`{"content":[],"_meta":{}}`, `{"content":[],"x":1}`,
+	} {
+		if _, ok := plainText([]byte(raw)); ok {
+			t.Errorf("%s: taken as plain", raw)
+		}
+	}
+}
