@@ -1,6 +1,7 @@
 package tools
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,94 +13,11 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 )
-
-// sseServer is a 2025-11-25 streamable HTTP server written by hand, for
-// what mcp-go's server does not do: its tools/call answer is an SSE stream
-// that asks the client for its roots, waits for the answer, and ends
-// before the response (with an event id), which comes on the resumed
-// stream (SEP-1699).
-type sseServer struct {
-	t           *testing.T
-	mu          sync.Mutex
-	callID      json.RawMessage
-	roots       chan json.RawMessage // the client's answer to roots/list
-	rootsAnswer string
-	headers     []http.Header // of each tools/call and resume
-}
-
-func (s *sseServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodGet {
-		if r.Header.Get("Last-Event-ID") != "e1" {
-			w.WriteHeader(http.StatusMethodNotAllowed)
-			return
-		}
-		s.mu.Lock()
-		s.headers = append(s.headers, r.Header.Clone())
-		id := s.callID
-		s.mu.Unlock()
-		w.Header().Set("Content-Type", "text/event-stream")
-		fmt.Fprintf(w, "id: e2\ndata: {\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"resumed\"}],\"extra\":{\"kept\":true}}}\n\n", id)
-		return
-	}
-	if r.Method != http.MethodPost {
-		w.WriteHeader(http.StatusOK)
-		return
-	}
-	var msg struct {
-		ID     json.RawMessage `json:"id"`
-		Method string          `json:"method"`
-		Result json.RawMessage `json:"result"`
-	}
-	body, _ := io.ReadAll(r.Body)
-	if err := json.Unmarshal(body, &msg); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	reply := func(result string) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Mcp-Session-Id", "s1")
-		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":%s}`, msg.ID, result)
-	}
-	switch {
-	case msg.Method == "initialize":
-		reply(`{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"hand","version":"1"}}`)
-	case msg.Method == "tools/list":
-		reply(`{"tools":[{"name":"slow","inputSchema":{"type":"object"}}]}`)
-	case msg.Method == "tools/call":
-		s.mu.Lock()
-		s.callID = msg.ID
-		s.headers = append(s.headers, r.Header.Clone())
-		s.mu.Unlock()
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.WriteHeader(http.StatusOK)
-		fmt.Fprint(w, "data: {\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"roots/list\"}\n\n")
-		w.(http.Flusher).Flush()
-		select {
-		case <-s.roots:
-		case <-time.After(10 * time.Second):
-			s.t.Error("no answer to roots/list")
-		}
-		fmt.Fprint(w, "id: e1\nretry: 10\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"half way\"}}\n\n")
-	case msg.Method == "" && string(msg.ID) == "7":
-		s.mu.Lock()
-		s.rootsAnswer = string(body)
-		s.mu.Unlock()
-		s.roots <- msg.Result
-		w.WriteHeader(http.StatusAccepted)
-	default: // notifications, ping
-		if len(msg.ID) > 0 {
-			reply(`{}`)
-			return
-		}
-		w.WriteHeader(http.StatusAccepted)
-	}
-}
 
 type rootsCaller struct {
 	mu    sync.Mutex
@@ -130,33 +48,52 @@ func (c *rootsCaller) Notify(method string, params map[string]any) {
 // sent (fields mcp-go's types do not know included), with the session,
 // protocol and configured headers on every request.
 func TestCallToolJSONOverSSE(t *testing.T) {
-	srv := &sseServer{t: t, roots: make(chan json.RawMessage, 1)}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var mu sync.Mutex
+	var callID json.RawMessage
+	var rootsAnswer string
+	var headers []http.Header // of the call and the resume
+	roots := make(chan struct{}, 1)
+	s := &handServer{headers: map[string]string{"X-Team": "blue"}}
+	s.call = func(w http.ResponseWriter, id json.RawMessage, r *http.Request) {
+		mu.Lock()
+		callID, headers = id, append(headers, r.Header.Clone())
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		fmt.Fprint(w, "data: {\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"roots/list\"}\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-roots:
+		case <-time.After(10 * time.Second):
+			t.Error("no answer to roots/list")
+		}
+		fmt.Fprint(w, "id: e1\nretry: 10\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"half way\"}}\n\n")
 	}
-	hs := &http.Server{Handler: srv}
-	go func() { _ = hs.Serve(ln) }()
-	defer hs.Close()
-
-	p, err := NewPool([]Spec{{Name: "hand", Transport: TransportStreamableHTTP, URL: "http://" + ln.Addr().String() + "/mcp",
-		Prefix: "h__", ProtocolVersion: mcp.ProtocolVersion20251125, Headers: map[string]string{"X-Team": "blue"}}},
-		Options{Logger: slog.New(slog.NewTextHandler(testOut(t), &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
+	s.answer = func(id json.RawMessage, body []byte) {
+		if string(id) == "7" {
+			mu.Lock()
+			rootsAnswer = string(body)
+			mu.Unlock()
+			roots <- struct{}{}
+		}
 	}
-	if err := p.Start(context.Background(), 10*time.Second); err != nil {
-		t.Fatal(err)
+	s.get = func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Last-Event-ID") != "e1" {
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+		mu.Lock()
+		headers = append(headers, r.Header.Clone())
+		id := callID
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, "id: e2\ndata: {\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"resumed\"}],\"extra\":{\"kept\":true}}}\n\n", id)
 	}
-	defer p.Close()
-	tool, ok := p.Snapshot().Tool("h__slow")
-	if !ok {
-		t.Fatal("tool missing")
-	}
+	p := startHand(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	caller := &rootsCaller{}
-	res, err := p.CallToolJSON(WithCaller(ctx, caller), tool, []byte(`{"a":1}`), nil)
+	res, err := p.CallToolJSON(WithCaller(ctx, caller), handTool(t, p, "t"), []byte(`{"a":1}`), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,46 +106,50 @@ func TestCallToolJSONOverSSE(t *testing.T) {
 	if notes != "notifications/message half way" {
 		t.Fatalf("notifications relayed: %q", notes)
 	}
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	if !strings.HasPrefix(string(srv.callID), `"mcpbroker-`) {
-		t.Fatalf("call id %s: not the raw path", srv.callID)
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.HasPrefix(string(callID), `"mcpbroker-`) {
+		t.Fatalf("call id %s: not the raw path", callID)
 	}
-	if !strings.Contains(srv.rootsAnswer, `"uri":"file:///work"`) {
-		t.Fatalf("answer to roots/list: %s", srv.rootsAnswer)
+	if !strings.Contains(rootsAnswer, `"uri":"file:///work"`) {
+		t.Fatalf("answer to roots/list: %s", rootsAnswer)
 	}
-	if len(srv.headers) != 2 {
-		t.Fatalf("%d requests for the call, want the call and one resume", len(srv.headers))
+	if len(headers) != 2 {
+		t.Fatalf("%d requests for the call, want the call and one resume", len(headers))
 	}
-	for _, h := range srv.headers {
+	for _, h := range headers {
 		if h.Get("Mcp-Session-Id") != "s1" || h.Get("Mcp-Protocol-Version") != mcp.ProtocolVersion20251125 || h.Get("X-Team") != "blue" {
 			t.Fatalf("headers %v", h)
 		}
 	}
 }
 
-// handServer is a 2025-11-25 streamable HTTP server by hand: call decides
-// the tools/call answer, get a GET's; ping404 loses the session.
+// handServer is a 2025-11-25 streamable HTTP server by hand, for what
+// mcp-go's server does not do: call answers tools/call, get a GET, answer
+// sees responses the client posts; tools are its tools ("t" if none);
+// sessionless leaves out Mcp-Session-Id; ping404 answers ping 404 (the
+// session lost); headers are the spec's extra headers.
 type handServer struct {
+	call        func(w http.ResponseWriter, id json.RawMessage, r *http.Request)
+	get         func(w http.ResponseWriter, r *http.Request)
+	answer      func(id json.RawMessage, body []byte)
+	tools       []string
+	sessionless bool
+	headers     map[string]string
+
 	mu       sync.Mutex
-	call     func(w http.ResponseWriter, id json.RawMessage)
-	get      func(w http.ResponseWriter, r *http.Request)
 	ping404  bool
+	inits    int
 	callHdrs []http.Header
-	gets     int
 }
 
 func (s *handServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet {
-		s.mu.Lock()
-		s.gets++
-		g := s.get
-		s.mu.Unlock()
-		if g == nil {
+		if s.get == nil {
 			w.WriteHeader(http.StatusMethodNotAllowed)
 			return
 		}
-		g(w, r)
+		s.get(w, r)
 		return
 	}
 	if r.Method != http.MethodPost {
@@ -222,20 +163,33 @@ func (s *handServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = json.Unmarshal(body, &msg)
 	reply := func(result string) {
 		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Mcp-Session-Id", "s1")
+		if !s.sessionless {
+			w.Header().Set("Mcp-Session-Id", "s1")
+		}
 		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":%s}`, msg.ID, result)
 	}
 	switch msg.Method {
 	case "initialize":
+		s.mu.Lock()
+		s.inits++
+		s.mu.Unlock()
 		reply(`{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"hand","version":"1"}}`)
 	case "tools/list":
-		reply(`{"tools":[{"name":"t","inputSchema":{"type":"object"}}]}`)
+		names := s.tools
+		if len(names) == 0 {
+			names = []string{"t"}
+		}
+		var list []string
+		for _, name := range names {
+			list = append(list, fmt.Sprintf(`{"name":%q,"inputSchema":{"type":"object"}}`, name))
+		}
+		reply(`{"tools":[` + strings.Join(list, ",") + `]}`)
 	case "tools/call":
 		s.mu.Lock()
 		s.callHdrs = append(s.callHdrs, r.Header.Clone())
-		c := s.call
 		s.mu.Unlock()
-		c(w, msg.ID)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		s.call(w, msg.ID, r)
 	case "ping":
 		s.mu.Lock()
 		p := s.ping404
@@ -245,12 +199,20 @@ func (s *handServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		reply(`{}`)
+	case "": // a response to the server's request
+		if s.answer != nil {
+			s.answer(msg.ID, body)
+		}
+		w.WriteHeader(http.StatusAccepted)
 	default:
 		w.WriteHeader(http.StatusAccepted)
 	}
 }
 
-func startHand(t *testing.T, s *handServer) (*Pool, *Tool) {
+// startHand serves s on 127.0.0.1 and returns a started pool connected to
+// it (server "hand", prefix "h__").
+func startHand(t *testing.T, s *handServer) *Pool {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -259,7 +221,7 @@ func startHand(t *testing.T, s *handServer) (*Pool, *Tool) {
 	go func() { _ = hs.Serve(ln) }()
 	t.Cleanup(func() { hs.Close() })
 	p, err := NewPool([]Spec{{Name: "hand", Transport: TransportStreamableHTTP, URL: "http://" + ln.Addr().String() + "/mcp",
-		Prefix: "h__", ProtocolVersion: mcp.ProtocolVersion20251125}},
+		Prefix: "h__", ProtocolVersion: mcp.ProtocolVersion20251125, Headers: s.headers}},
 		Options{Logger: slog.New(slog.NewTextHandler(testOut(t), nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -268,11 +230,16 @@ func startHand(t *testing.T, s *handServer) (*Pool, *Tool) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
-	tool, ok := p.Snapshot().Tool("h__t")
+	return p
+}
+
+func handTool(t *testing.T, p *Pool, name string) *Tool {
+	t.Helper()
+	tool, ok := p.Snapshot().Tool("h__" + name)
 	if !ok {
-		t.Fatal("tool missing")
+		t.Fatalf("tool %s missing", name)
 	}
-	return p, tool
+	return tool
 }
 
 // TestRawCallResumesAgain: a resumed stream the server ends again without
@@ -282,7 +249,7 @@ func TestRawCallResumesAgain(t *testing.T) {
 	var callID json.RawMessage
 	gets := 0
 	s := &handServer{}
-	s.call = func(w http.ResponseWriter, id json.RawMessage) {
+	s.call = func(w http.ResponseWriter, id json.RawMessage, _ *http.Request) {
 		mu.Lock()
 		callID, gets = id, 0
 		mu.Unlock()
@@ -305,7 +272,8 @@ func TestRawCallResumesAgain(t *testing.T) {
 		}
 		fmt.Fprintf(w, "id: e2\ndata: {\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":{\"content\":[]}}\n\n", id)
 	}
-	p, tool := startHand(t, s)
+	p := startHand(t, s)
+	tool := handTool(t, p, "t")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := p.CallTool(ctx, tool, []byte(`{}`), nil); err != nil {
@@ -325,14 +293,15 @@ func TestRawCallResultsAsMCPGo(t *testing.T) {
 	var mu sync.Mutex
 	result := ""
 	s := &handServer{}
-	s.call = func(w http.ResponseWriter, id json.RawMessage) {
+	s.call = func(w http.ResponseWriter, id json.RawMessage, _ *http.Request) {
 		mu.Lock()
 		r := result
 		mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":%s}`, id, r)
 	}
-	p, tool := startHand(t, s)
+	p := startHand(t, s)
+	tool := handTool(t, p, "t")
 	ctx := context.Background()
 	for _, tc := range []struct{ result, relayed string }{
 		{`{"isError":false}`, ""},
@@ -370,11 +339,12 @@ func TestRawCallResultsAsMCPGo(t *testing.T) {
 // the call fails as unavailable (the supervisor reconnects).
 func TestRawCallAfterSessionEnded(t *testing.T) {
 	s := &handServer{}
-	s.call = func(w http.ResponseWriter, id json.RawMessage) {
+	s.call = func(w http.ResponseWriter, id json.RawMessage, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"content":[]}}`, id)
 	}
-	p, tool := startHand(t, s)
+	p := startHand(t, s)
+	tool := handTool(t, p, "t")
 	ctx := context.Background()
 	c, err := p.ds["hand"].current()
 	if err != nil {
@@ -402,12 +372,13 @@ func TestRawCallAfterSessionEnded(t *testing.T) {
 func TestRawCallErrorStatusAsMCPGo(t *testing.T) {
 	for _, body := range []string{`{"jsonrpc":"2.0","id":%s}`, `{"jsonrpc":"2.0","id":%s,"error":{"code":-32000,"message":"busy"}}`, `oops %s`} {
 		s := &handServer{}
-		s.call = func(w http.ResponseWriter, id json.RawMessage) {
+		s.call = func(w http.ResponseWriter, id json.RawMessage, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusInternalServerError)
 			fmt.Fprintf(w, body, id)
 		}
-		p, tool := startHand(t, s)
+		p := startHand(t, s)
+		tool := handTool(t, p, "t")
 		ctx := context.Background()
 		_, terr := p.CallTool(ctx, tool, []byte(`{}`), nil)
 		_, rerr := p.CallToolJSON(ctx, tool, []byte(`{}`), nil)
@@ -424,54 +395,18 @@ func TestRawCallErrorStatusAsMCPGo(t *testing.T) {
 // raw path alike.
 func TestRawCallSessionless404(t *testing.T) {
 	for _, raw := range []bool{false, true} {
-		var inits atomic.Int32
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method != http.MethodPost {
-				w.WriteHeader(http.StatusMethodNotAllowed)
+		s := &handServer{tools: []string{"gone", "slow"}, sessionless: true}
+		s.call = func(w http.ResponseWriter, id json.RawMessage, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			if strings.Contains(string(body), `"name":"gone"`) {
+				http.NotFound(w, r)
 				return
 			}
-			var msg struct {
-				ID     json.RawMessage `json:"id"`
-				Method string          `json:"method"`
-			}
-			body, _ := io.ReadAll(r.Body)
-			_ = json.Unmarshal(body, &msg)
-			reply := func(result string) {
-				w.Header().Set("Content-Type", "application/json")
-				fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":%s}`, msg.ID, result)
-			}
-			switch msg.Method {
-			case "initialize":
-				inits.Add(1)
-				reply(`{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"hand","version":"1"}}`)
-			case "tools/list":
-				reply(`{"tools":[{"name":"gone","inputSchema":{"type":"object"}},{"name":"slow","inputSchema":{"type":"object"}}]}`)
-			case "tools/call":
-				if strings.Contains(string(body), `"name":"gone"`) {
-					http.NotFound(w, r)
-					return
-				}
-				time.Sleep(300 * time.Millisecond)
-				reply(`{"content":[]}`)
-			default:
-				w.WriteHeader(http.StatusAccepted)
-			}
-		})}
-		go func() { _ = hs.Serve(ln) }()
-		p, err := NewPool([]Spec{{Name: "hand", Transport: TransportStreamableHTTP, URL: "http://" + ln.Addr().String() + "/mcp",
-			Prefix: "h__", ProtocolVersion: mcp.ProtocolVersion20251125}}, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			t.Fatal(err)
+			time.Sleep(300 * time.Millisecond)
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"content":[]}}`, id)
 		}
-		if err := p.Start(context.Background(), 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		gone, _ := p.Snapshot().Tool("h__gone")
-		slow, _ := p.Snapshot().Tool("h__slow")
+		p := startHand(t, s)
 		call := func(tl *Tool) error {
 			if raw {
 				_, err := p.CallToolJSON(context.Background(), tl, []byte(`{}`), nil)
@@ -481,15 +416,16 @@ func TestRawCallSessionless404(t *testing.T) {
 			return err
 		}
 		slowErr := make(chan error, 1)
-		go func() { slowErr <- call(slow) }()
+		go func() { slowErr <- call(handTool(t, p, "slow")) }()
 		time.Sleep(50 * time.Millisecond)
-		gerr := call(gone)
+		gerr := call(handTool(t, p, "gone"))
 		serr := <-slowErr
-		if gerr == nil || serr != nil || inits.Load() != 1 {
-			t.Errorf("raw=%v: the 404 call: %v; the concurrent call: %v; initializes: %d", raw, gerr, serr, inits.Load())
+		s.mu.Lock()
+		inits := s.inits
+		s.mu.Unlock()
+		if gerr == nil || serr != nil || inits != 1 {
+			t.Errorf("raw=%v: the 404 call: %v; the concurrent call: %v; initializes: %d", raw, gerr, serr, inits)
 		}
-		p.Close()
-		hs.Close()
 	}
 }
 
