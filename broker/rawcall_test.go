@@ -20,19 +20,21 @@ import (
 	"github.com/mcpbroker/mcpbroker/broker/audit"
 )
 
-// httpDownstream serves askServer plus echo, fail and boom over
+// httpDownstream serves askServer plus echo, fail, boom and block over
 // streamable HTTP on 127.0.0.1, and records the JSON-RPC id of each
 // tools/call it receives. gone makes it answer 404 (a lost session).
 type httpDownstream struct {
-	url  string
-	gone atomic.Bool
-	mu   sync.Mutex
-	ids  []string
+	url     string
+	gone    atomic.Bool
+	mu      sync.Mutex
+	ids     []string
+	started chan struct{} // block's handler runs
+	ended   chan struct{} // block's context ended
 }
 
 func startHTTPDownstream(t *testing.T) *httpDownstream {
 	t.Helper()
-	d := &httpDownstream{}
+	d := &httpDownstream{started: make(chan struct{}, 1), ended: make(chan struct{}, 1)}
 	hooks := &server.Hooks{}
 	hooks.AddBeforeCallTool(func(ctx context.Context, id any, req *mcp.CallToolRequest) {
 		d.mu.Lock()
@@ -51,6 +53,12 @@ func startHTTPDownstream(t *testing.T) *httpDownstream {
 	})
 	s.AddTool(mcp.NewTool("boom"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		return nil, fmt.Errorf("boom")
+	})
+	s.AddTool(mcp.NewTool("block"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		d.started <- struct{}{}
+		<-ctx.Done()
+		d.ended <- struct{}{}
+		return nil, ctx.Err()
 	})
 	h := server.NewStreamableHTTPServer(s)
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -196,7 +204,10 @@ func TestFastLaneRawDownstreamSessionLost(t *testing.T) {
 // handDownstream is a 2025-11-25 streamable HTTP server by hand whose
 // tools (results' keys) answer tools/call with the given result on an SSE
 // stream, after a notification when notify is set (which hands a lane
-// call over to mcp-go on the way).
+// call over to mcp-go on the way); a tool whose result is hangUp closes
+// the connection instead of answering.
+const hangUp = "hang up"
+
 func handDownstream(t *testing.T, results map[string]string, notify *atomic.Bool) string {
 	t.Helper()
 	var names []string
@@ -228,6 +239,13 @@ func handDownstream(t *testing.T, results map[string]string, notify *atomic.Bool
 		case "tools/list":
 			reply(`{"tools":[` + strings.Join(names, ",") + `]}`)
 		case "tools/call":
+			if results[msg.Params.Name] == hangUp {
+				conn, _, err := http.NewResponseController(w).Hijack()
+				if err == nil {
+					conn.Close() // the server died mid-call
+				}
+				return
+			}
 			w.Header().Set("Content-Type", "text/event-stream")
 			if notify.Load() {
 				fmt.Fprint(w, "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"x\"}}\n\n")
@@ -327,5 +345,85 @@ func TestFastLaneRawRecordedAsSeen(t *testing.T) {
 				t.Errorf("%s handed over %v: recorded %s, agent got %s", tool, n, status, got)
 			}
 		}
+	}
+}
+
+// TestFastLaneRawCancelled: an agent that goes away mid-call (over HTTP a
+// client cancels by closing its request) ends the raw downstream request:
+// the downstream's handler sees its context end, and the outcome is
+// recorded as cancelled.
+func TestFastLaneRawCancelled(t *testing.T) {
+	ds := startHTTPDownstream(t)
+	b, url := runBroker(t, httpConfig(t, ds, false))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, _ := answeringClient(t, ctx, url, mcp.ProtocolVersion20251125, &answerer{})
+	cctx, ccancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		req := mcp.CallToolRequest{}
+		req.Params.Name = "asker__block"
+		_, err := c.CallTool(cctx, req)
+		done <- err
+	}()
+	select {
+	case <-ds.started:
+	case <-ctx.Done():
+		t.Fatal("the call never reached the downstream")
+	}
+	ccancel()
+	if err := <-done; err == nil {
+		t.Fatal("the cancelled call returned no error")
+	}
+	select {
+	case <-ds.ended:
+	case <-ctx.Done():
+		t.Fatal("the downstream's handler never saw the call end")
+	}
+	for {
+		entries, err := b.ledger.List(context.Background(), audit.Filter{Type: audit.CallCompleted})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(entries); n > 0 && entries[n-1].Event.Target == "asker__block" {
+			if st := entries[n-1].Event.Status; st != audit.StatusCancelled {
+				t.Fatalf("outcome %q, want %s", st, audit.StatusCancelled)
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("no outcome recorded")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if ids := ds.callIDs(); len(ids) != 1 || !strings.HasPrefix(ids[0], "string:mcpbroker-") {
+		t.Fatalf("calls seen downstream %v: not one raw call", ids)
+	}
+}
+
+// TestFastLaneRawDownstreamHangsUp: a downstream that drops the connection
+// mid-call fails that call as unavailable, recorded as an error, and the
+// next call goes through.
+func TestFastLaneRawDownstreamHangsUp(t *testing.T) {
+	var notify atomic.Bool
+	ds := handDownstream(t, map[string]string{"dies": hangUp, "ok": `{"content":[{"type":"text","text":"fine"}]}`}, &notify)
+	b, url := runBroker(t, httpConfig(t, &httpDownstream{url: ds}, false))
+	sid := rawSession(t, url)
+	if got := laneAnswer(t, url, sid, "dies", false); !strings.Contains(got, string(ReasonToolUnavailable)) {
+		t.Fatalf("agent got %s", got)
+	}
+	entries, err := b.ledger.List(context.Background(), audit.Filter{Type: audit.CallCompleted})
+	if err != nil || len(entries) != 1 || entries[0].Event.Status != audit.StatusError {
+		t.Fatalf("outcome: %v %+v", err, entries)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if got := laneAnswer(t, url, sid, "ok", false); got == `{"content":[{"type":"text","text":"fine"}]}` {
+			return
+		} else if time.Now().After(deadline) {
+			t.Fatalf("after the hang-up the agent gets %s", got)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
