@@ -40,6 +40,8 @@ type downstream struct {
 	Command   string
 	Args      []string
 	Env       map[string]string
+	// Protocol pins the era the broker speaks to it (protocol_version).
+	Protocol string
 }
 
 // stdioTestserver is the testserver run by the broker over stdio, logging
@@ -117,6 +119,9 @@ func startBroker(t testing.TB, bc brokerConfig) *brokerProc {
 		fmt.Fprintf(&y, "  - name: %s\n    transport: %s\n    trusted: true\n", jsonString(s.Name), jsonString(s.Transport))
 		if s.URL != "" {
 			fmt.Fprintf(&y, "    url: %s\n", jsonString(s.URL))
+		}
+		if s.Protocol != "" {
+			fmt.Fprintf(&y, "    protocol_version: %s\n", jsonString(s.Protocol))
 		}
 		if s.Command != "" {
 			fmt.Fprintf(&y, "    command: %s\n", jsonString(s.Command))

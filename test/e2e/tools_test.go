@@ -149,8 +149,11 @@ func TestCallMatchesDirect(t *testing.T) {
 	ev := filepath.Join(t.TempDir(), "events")
 	u := startTestserverHTTP(t, "tsh", ev)
 	stdioEv := filepath.Join(t.TempDir(), "stdio-events")
+	// tshl is the same server spoken to in 2025-11-25, where the broker's
+	// fast lane writes tools/call and relays the answer's bytes itself.
 	b := startBroker(t, brokerConfig{servers: []downstream{
 		{Name: "tsh", Transport: "streamable-http", URL: u},
+		{Name: "tshl", Transport: "streamable-http", URL: u, Protocol: "2025-11-25"},
 		stdioTestserver(t, "ts", stdioEv),
 	}})
 	cases := []struct {
@@ -166,10 +169,10 @@ func TestCallMatchesDirect(t *testing.T) {
 		t.Run(era, func(t *testing.T) {
 			direct := connect(t, u, era, nil, "")
 			via := connect(t, b.url, era, nil, "")
-			waitTools(t, via, "tsh__echo", "ts__echo")
+			waitTools(t, via, "tsh__echo", "tshl__echo", "ts__echo")
 			for _, c := range cases {
 				want := callTool(t, direct, c.tool, c.args)
-				for _, srv := range []string{"tsh", "ts"} {
+				for _, srv := range []string{"tsh", "tshl", "ts"} {
 					got := callTool(t, via, srv+"__"+c.tool, c.args)
 					if g, w := mustJSON(got.Content), mustJSON(want.Content); g != w {
 						t.Errorf("%s via %s content = %s, want %s", c.name, srv, g, w)
@@ -197,9 +200,9 @@ func TestCallMatchesDirect(t *testing.T) {
 			toolErrors++
 		}
 	}
-	calls := len(eras) * len(cases) * 2
-	if decided < calls || completed+toolErrors < calls || toolErrors < len(eras)*2 {
+	calls := len(eras) * len(cases) * 3
+	if decided < calls || completed+toolErrors < calls || toolErrors < len(eras)*3 {
 		t.Errorf("audit: %d allow decisions, %d ok and %d tool_error outcomes; want >= %d calls with %d tool errors",
-			decided, completed, toolErrors, calls, len(eras)*2)
+			decided, completed, toolErrors, calls, len(eras)*3)
 	}
 }
