@@ -238,7 +238,8 @@ func New(cfg Config, opts Options) (b *Broker, err error) {
 	if err != nil {
 		return nil, err
 	}
-	b.pool, err = tools.NewPool(specs, tools.Options{Logger: b.log.With("component", "pool"), Version: opts.Version})
+	b.pool, err = tools.NewPool(specs, tools.Options{Logger: b.log.With("component", "pool"), Version: opts.Version,
+		MaxAnswerBytes: cfg.MaxAnswerBytes})
 	if err != nil {
 		return nil, fmt.Errorf("servers: %w", err)
 	}

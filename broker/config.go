@@ -37,6 +37,10 @@ type Config struct {
 	CandidatePolicies string `yaml:"candidate_policies"`
 	// MaxBodyBytes caps an HTTP request body (default 4 MiB).
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxAnswerBytes caps a streamable HTTP downstream's answer to one
+	// request (default 32 MiB); a larger answer fails the call as a
+	// downstream error.
+	MaxAnswerBytes int64 `yaml:"max_answer_bytes"`
 	// SessionIdleTTL expires idle legacy MCP sessions. It must be longer than
 	// CallTimeout, since a session is touched only when a request arrives.
 	SessionIdleTTL Duration `yaml:"session_idle_ttl"`
@@ -210,6 +214,7 @@ func Defaults() Config {
 		Listen:         "127.0.0.1:7420",
 		DataDir:        "./mcpbroker-data",
 		MaxBodyBytes:   4 << 20,
+		MaxAnswerBytes: 32 << 20,
 		SessionIdleTTL: Duration(30 * time.Minute),
 		CallTimeout:    Duration(10 * time.Minute),
 		ShutdownGrace:  Duration(5 * time.Second),
@@ -326,6 +331,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 1024 {
 		add("max_body_bytes: %d is below 1024", c.MaxBodyBytes)
+	}
+	if c.MaxAnswerBytes < 1024 {
+		add("max_answer_bytes: %d is below 1024", c.MaxAnswerBytes)
 	}
 	if c.CallTimeout <= 0 {
 		add("call_timeout: must be positive")

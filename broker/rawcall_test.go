@@ -20,7 +20,7 @@ import (
 	"github.com/mcpbroker/mcpbroker/broker/audit"
 )
 
-// httpDownstream serves askServer plus echo, fail, boom and block over
+// httpDownstream serves askServer plus echo, fail, boom, big and block over
 // streamable HTTP on 127.0.0.1, and records the JSON-RPC id of each
 // tools/call it receives. gone makes it answer 404 (a lost session).
 type httpDownstream struct {
@@ -53,6 +53,9 @@ func startHTTPDownstream(t *testing.T) *httpDownstream {
 	})
 	s.AddTool(mcp.NewTool("boom"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		return nil, fmt.Errorf("boom")
+	})
+	s.AddTool(mcp.NewTool("big", mcp.WithNumber("bytes")), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return mcp.NewToolResultText(strings.Repeat("x", req.GetInt("bytes", 0))), nil
 	})
 	s.AddTool(mcp.NewTool("block"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		d.started <- struct{}{}
@@ -425,5 +428,42 @@ func TestFastLaneRawDownstreamHangsUp(t *testing.T) {
 			t.Fatalf("after the hang-up the agent gets %s", got)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestDownstreamAnswerTooLarge: an answer over max_answer_bytes fails the
+// call as a downstream error, recorded as an error, on the lane (the raw
+// path) and through mcp-go's client alike; the connection stays, and an
+// answer within the limit goes through.
+func TestDownstreamAnswerTooLarge(t *testing.T) {
+	for _, noFast := range []bool{false, true} {
+		ds := startHTTPDownstream(t)
+		cfg := httpConfig(t, ds, noFast)
+		cfg.MaxAnswerBytes = 64 << 10
+		b, url := runBroker(t, cfg)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		c, _ := answeringClient(t, ctx, url, mcp.ProtocolVersion20251125, &answerer{})
+		call := func(n int) *mcp.CallToolResult {
+			t.Helper()
+			req := mcp.CallToolRequest{}
+			req.Params.Name = "asker__big"
+			req.Params.Arguments = map[string]any{"bytes": n}
+			res, err := c.CallTool(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return res
+		}
+		if res := call(100 << 10); !res.IsError || !strings.Contains(text(res), string(ReasonDownstreamError)) {
+			t.Errorf("noFast=%v: a 100 KiB answer: %.200s", noFast, text(res))
+		}
+		if res := call(10 << 10); res.IsError || len(text(res)) != 10<<10 {
+			t.Errorf("noFast=%v: a 10 KiB answer after it: isError %v, %d bytes", noFast, res.IsError, len(text(res)))
+		}
+		entries, err := b.ledger.List(context.Background(), audit.Filter{Type: audit.CallCompleted})
+		if err != nil || len(entries) != 2 || entries[0].Event.Status != audit.StatusError || entries[1].Event.Status != audit.StatusOK {
+			t.Errorf("noFast=%v: outcomes %v %+v", noFast, err, entries)
+		}
+		cancel()
 	}
 }

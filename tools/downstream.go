@@ -27,7 +27,7 @@ type downstream struct {
 	spec Spec
 	pool *Pool
 	log  *slog.Logger
-	hc   *http.Client // the pool's, or one with spec.TLS
+	hc   *http.Client // the pool's (or one with spec.TLS), answers capped
 
 	resync chan struct{}
 
@@ -60,7 +60,7 @@ func newDownstream(spec Spec, p *Pool) *downstream {
 	return &downstream{
 		spec:     spec,
 		pool:     p,
-		hc:       httpClientFor(p.httpClient, spec),
+		hc:       limitAnswers(httpClientFor(p.httpClient, spec), p.maxAnswer),
 		log:      p.log.With("server", spec.Name),
 		resync:   make(chan struct{}, 1),
 		inflight: map[uint64]*inflight{},

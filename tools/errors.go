@@ -19,3 +19,8 @@ var ErrNoCaller = errors.New("no agent call to relay the request to")
 
 // ErrBadArguments means tool arguments are not a JSON object.
 var ErrBadArguments = errors.New("tool arguments must be a JSON object")
+
+// ErrAnswerTooLarge means a downstream's answer to a request (a JSON body,
+// or all of the SSE stream that carries it) exceeded the pool's limit
+// (Options.MaxAnswerBytes).
+var ErrAnswerTooLarge = errors.New("downstream answer over the size limit")

@@ -23,6 +23,7 @@ import (
 type Pool struct {
 	log        *slog.Logger
 	version    string
+	maxAnswer  int64
 	instance   string
 	httpClient *http.Client
 	order      []string
@@ -45,6 +46,10 @@ type Pool struct {
 type Options struct {
 	Logger  *slog.Logger
 	Version string // sent as clientInfo.version
+	// MaxAnswerBytes caps a streamable HTTP downstream's answer to one
+	// request (DefaultMaxAnswerBytes if 0). Answers over stdio, and those an
+	// SSE-transport server sends on its standing stream, are not capped.
+	MaxAnswerBytes int64
 }
 
 // NewPool validates specs and returns an unstarted pool.
@@ -52,11 +57,15 @@ func NewPool(specs []Spec, opts Options) (*Pool, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.MaxAnswerBytes <= 0 {
+		opts.MaxAnswerBytes = DefaultMaxAnswerBytes
+	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	p := &Pool{
 		log:        opts.Logger,
 		version:    opts.Version,
+		maxAnswer:  opts.MaxAnswerBytes,
 		instance:   hex.EncodeToString(b[:]),
 		httpClient: newHTTPClient(),
 		ds:         map[string]*downstream{},
@@ -205,6 +214,11 @@ func forward[T any](ctx context.Context, p *Pool, server string, meta *mcp.Meta,
 	tok, done := d.begin(ctx, agentToken)
 	defer done()
 	res, err := send(c, withExtra(outboundMeta(meta, tok), extraMeta(ctx)))
+	if errors.Is(err, ErrAnswerTooLarge) {
+		// The server answered, too much: a failed call, not a lost
+		// connection.
+		return zero, fmt.Errorf("%s: %w", server, err)
+	}
 	if err != nil && isTransportError(err) && ctx.Err() == nil {
 		d.kick()
 		return zero, fmt.Errorf("%w: %s: %v", ErrUnavailable, server, err)

@@ -66,6 +66,7 @@ type rawConn struct {
 	hc         *http.Client
 	headers    map[string]string
 	headerFunc func(context.Context) map[string]string
+	max        int64           // a resumed answer's cap (the POST's is the client's)
 	life       context.Context // ends when the client is closed
 	ids        atomic.Uint64
 	version    atomic.Value // string: the negotiated protocol version
@@ -554,7 +555,8 @@ func (t *tapHTTP) resume(ctx context.Context, id []byte, cur *sseCursor) (*trans
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); r.StatusCode != http.StatusOK || mt != "text/event-stream" {
 		return nil, false, fmt.Errorf("failed to resume the SSE stream for the response: status %d, %q", r.StatusCode, r.Header.Get("Content-Type"))
 	}
-	return t.readStream(ctx, r.Body, id, cur)
+	// A resumed answer is still the request's answer: capped as the POST's.
+	return t.readStream(ctx, &limitedBody{ReadCloser: r.Body, left: t.raw.max, max: t.raw.max}, id, cur)
 }
 
 type sseCursor struct {

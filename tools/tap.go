@@ -72,7 +72,7 @@ func newTapHTTP(h *transport.StreamableHTTP, d *downstream) *tapHTTP {
 	life, stop := context.WithCancel(context.Background())
 	t := &tapHTTP{tap: &tap{h}, inner: h, log: d.log, stop: stop, lost: make(chan struct{})}
 	t.raw.url, t.raw.hc, t.raw.life = d.spec.URL, d.hc, life
-	t.raw.headers, t.raw.headerFunc = d.spec.Headers, d.spec.headerFunc()
+	t.raw.headers, t.raw.headerFunc, t.raw.max = d.spec.Headers, d.spec.headerFunc(), d.pool.maxAnswer
 	return t
 }
 
