@@ -20,6 +20,7 @@ func TestParseConfigStrict(t *testing.T) {
 func TestValidateReportsEverything(t *testing.T) {
 	c, err := ParseConfig("c.yaml", []byte(`
 listen: 0.0.0.0:7420
+max_answer_bytes: 100
 identity:
   mode: dev
   default_agent: not-a-spiffe-id
@@ -56,6 +57,7 @@ servers:
 		"headers[Authorization]",
 		"duplicate of servers[1]",
 		"carrier-pigeon",
+		"max_answer_bytes: 100 is below 1024",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)

@@ -21,23 +21,7 @@ func TestListChangedOverHTTP(t *testing.T) {
 	s.AddTool(mcp.NewTool("one"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		return mcp.NewToolResultText("1"), nil
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: server.NewStreamableHTTPServer(s)}
-	go func() { _ = hs.Serve(ln) }()
-	defer hs.Close()
-
-	p, err := NewPool([]Spec{{Name: "grows", Transport: TransportStreamableHTTP, URL: "http://" + ln.Addr().String() + "/mcp", Prefix: "g__"}},
-		Options{Logger: slog.New(slog.NewTextHandler(testOut(t), &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(context.Background(), 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := servePool(t, server.NewStreamableHTTPServer(s), Spec{Name: "grows", Prefix: "g__"}, testOut(t))
 	if _, ok := p.Snapshot().Tool("g__one"); !ok {
 		t.Fatal("initial tool missing")
 	}
@@ -66,3 +50,27 @@ func testOut(t *testing.T) io.Writer {
 type tWriter struct{ t *testing.T }
 
 func (w tWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+// servePool serves h on 127.0.0.1 and returns a started pool with the one
+// streamable HTTP server spec (its URL filled in), logging to out; both
+// stop when tb ends.
+func servePool(tb testing.TB, h http.Handler, spec Spec, out io.Writer) *Pool {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	hs := &http.Server{Handler: h}
+	go func() { _ = hs.Serve(ln) }()
+	tb.Cleanup(func() { hs.Close() })
+	spec.Transport, spec.URL = TransportStreamableHTTP, "http://"+ln.Addr().String()+"/mcp"
+	p, err := NewPool([]Spec{spec}, Options{Logger: slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := p.Start(context.Background(), 10*time.Second); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { p.Close() })
+	return p
+}

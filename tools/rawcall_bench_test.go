@@ -4,11 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"testing"
-	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -24,23 +20,7 @@ func BenchmarkDownstreamCall(b *testing.B) {
 	s.AddTool(mcp.NewTool("echo", mcp.WithString("text")), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		return mcp.NewToolResultText(req.GetString("text", "")), nil
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	hs := &http.Server{Handler: server.NewStreamableHTTPServer(s)}
-	go func() { _ = hs.Serve(ln) }()
-	defer hs.Close()
-	p, err := NewPool([]Spec{{Name: "bench", Transport: TransportStreamableHTTP, URL: "http://" + ln.Addr().String() + "/mcp",
-		Prefix: "b__", ProtocolVersion: mcp.ProtocolVersion20251125}},
-		Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := p.Start(context.Background(), 10*time.Second); err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close()
+	p := servePool(b, server.NewStreamableHTTPServer(s), Spec{Name: "bench", Prefix: "b__", ProtocolVersion: mcp.ProtocolVersion20251125}, io.Discard)
 	tool, ok := p.Snapshot().Tool("b__echo")
 	if !ok {
 		b.Fatal("tool missing")

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"runtime"
 	"strings"
@@ -213,24 +211,7 @@ func (s *handServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // it (server "hand", prefix "h__").
 func startHand(t *testing.T, s *handServer) *Pool {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: s}
-	go func() { _ = hs.Serve(ln) }()
-	t.Cleanup(func() { hs.Close() })
-	p, err := NewPool([]Spec{{Name: "hand", Transport: TransportStreamableHTTP, URL: "http://" + ln.Addr().String() + "/mcp",
-		Prefix: "h__", ProtocolVersion: mcp.ProtocolVersion20251125, Headers: s.headers}},
-		Options{Logger: slog.New(slog.NewTextHandler(testOut(t), nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(context.Background(), 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	return p
+	return servePool(t, s, Spec{Name: "hand", Prefix: "h__", ProtocolVersion: mcp.ProtocolVersion20251125, Headers: s.headers}, testOut(t))
 }
 
 func handTool(t *testing.T, p *Pool, name string) *Tool {
