@@ -71,6 +71,9 @@ func ServeRole(ctx context.Context, role string, args []string, out io.Writer) e
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if os.Getenv("BENCH_NOSYNC") == "1" {
+		*nosync = true // -broker-variants BENCH_NOSYNC=1: a no-fsync broker next to others
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {

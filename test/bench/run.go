@@ -74,7 +74,69 @@ type Stats struct {
 	Txs      uint64        // broker store commits during this target's rounds
 	Writes   uint64        // writes those commits carried
 	Busy     time.Duration // time the broker's store spent committing
+	Machine  MachineStats  // the whole machine during this target's rounds (all processes)
 	FirstErr error
+}
+
+// MachineStats are the whole machine's counters (Linux /proc/stat): CPU
+// time spent busy (not idle or waiting for I/O), in ticks of 1/100 s, and
+// context switches.
+type MachineStats struct {
+	BusyTicks, IdleTicks, Switches uint64
+}
+
+// machine reads /proc/stat (zeros elsewhere).
+func machine() MachineStats {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return MachineStats{}
+	}
+	var m MachineStats
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) > 5 && f[0] == "cpu":
+			for i, v := range f[1:] {
+				n, _ := strconv.ParseUint(v, 10, 64)
+				switch i {
+				case 3, 4: // idle, iowait
+					m.IdleTicks += n
+				case 8, 9: // guest time is already in user time
+				default:
+					m.BusyTicks += n
+				}
+			}
+		case len(f) == 2 && f[0] == "ctxt":
+			m.Switches, _ = strconv.ParseUint(f[1], 10, 64)
+		}
+	}
+	return m
+}
+
+func (m MachineStats) sub(o MachineStats) MachineStats {
+	return MachineStats{BusyTicks: m.BusyTicks - o.BusyTicks, IdleTicks: m.IdleTicks - o.IdleTicks, Switches: m.Switches - o.Switches}
+}
+
+func (m *MachineStats) add(o MachineStats) {
+	m.BusyTicks += o.BusyTicks
+	m.IdleTicks += o.IdleTicks
+	m.Switches += o.Switches
+}
+
+// MachineCPUPerCall is the whole machine's busy CPU time per call: client,
+// target, downstream and kernel together.
+func (s *Stats) MachineCPUPerCall() time.Duration {
+	return time.Duration(s.Machine.BusyTicks) * 10 * time.Millisecond / time.Duration(max(s.Calls, 1))
+}
+
+// MachineIdle is the share of the machine's CPU time that was idle.
+func (s *Stats) MachineIdle() float64 {
+	return float64(s.Machine.IdleTicks) / float64(max(s.Machine.IdleTicks+s.Machine.BusyTicks, 1))
+}
+
+// SwitchesPerCall is the machine's context switches per call.
+func (s *Stats) SwitchesPerCall() float64 {
+	return float64(s.Machine.Switches) / float64(max(s.Calls, 1))
 }
 
 // CallsPerSec is throughput over the target's measured time.
@@ -140,9 +202,11 @@ func Run(ctx context.Context, targets []Target, era string, clients int, w Workl
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", targets[i].Name, err)
 			}
+			m0 := machine()
 			t0 := time.Now()
 			round(ctx, targets[i], sessions[i], w, roundDur, 0, stats[i])
 			stats[i].Elapsed += time.Since(t0)
+			stats[i].Machine.add(machine().sub(m0))
 			c1, err := targets[i].counters()
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", targets[i].Name, err)
@@ -270,8 +334,8 @@ func HeapInUse() uint64 {
 // against the targets named direct and proxy (if present).
 func WriteTable(out io.Writer, title string, stats []*Stats) {
 	fmt.Fprintf(out, "\n%s\n\n", title)
-	fmt.Fprintln(out, "| target | calls | calls/s | p50 | p90 | p99 | CPU µs/call | allocs/call | KB/call | RSS MiB | records/commit | store busy | errors | calls/s ÷ direct | ÷ proxy | p50 − direct |")
-	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(out, "| target | calls | calls/s | p50 | p90 | p99 | CPU µs/call | allocs/call | KB/call | RSS MiB | records/commit | store busy | machine CPU µs/call | machine idle | switches/call | errors | calls/s ÷ direct | ÷ proxy | p50 − direct |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	by := map[string]*Stats{}
 	for _, s := range stats {
 		by[s.Target] = s
@@ -291,11 +355,12 @@ func WriteTable(out io.Writer, title string, stats []*Stats) {
 			batch = fmt.Sprintf("%.1f", float64(s.Writes)/float64(s.Txs))
 			busy = fmt.Sprintf("%.0f%%", 100*s.Busy.Seconds()/s.Elapsed.Seconds())
 		}
-		fmt.Fprintf(out, "| %s | %d | %.0f | %s | %s | %s | %d | %.0f | %.1f | %.0f | %s | %s | %d | %s | %s | %s |\n",
+		fmt.Fprintf(out, "| %s | %d | %.0f | %s | %s | %s | %d | %.0f | %.1f | %.0f | %s | %s | %d | %.0f%% | %.1f | %d | %s | %s | %s |\n",
 			s.Target, s.Calls, s.CallsPerSec(), us(s.Pct(.5)), us(s.Pct(.9)), us(s.Pct(.99)), s.CPUPerCall().Microseconds(),
-			s.AllocsPerCall(), s.BytesPerCall()/1024, float64(s.RSS)/(1<<20), batch, busy, s.Errors, rd, rp, add)
+			s.AllocsPerCall(), s.BytesPerCall()/1024, float64(s.RSS)/(1<<20), batch, busy,
+			s.MachineCPUPerCall().Microseconds(), 100*s.MachineIdle(), s.SwitchesPerCall(), s.Errors, rd, rp, add)
 		if s.FirstErr != nil {
-			fmt.Fprintf(out, "|  | first error: %s ||||||||||||||| \n", strings.ReplaceAll(truncate(s.FirstErr.Error(), 160), "|", "/"))
+			fmt.Fprintf(out, "|  | first error: %s |||||||||||||||||| \n", strings.ReplaceAll(truncate(s.FirstErr.Error(), 160), "|", "/"))
 		}
 	}
 }

@@ -17,6 +17,18 @@
 // heap per session instead of load), -broker-only (no direct or proxy
 // target, for profiles), -cpuprofile FILE.
 //
+// Besides each target's own process (CPU, allocations, RSS), every row
+// reports the whole machine during that target's rounds (/proc/stat): busy
+// CPU time per call (clients, target, downstream and kernel together), the
+// share of CPU time idle, and context switches per call. On a machine
+// whose cores the clients share, these say where a slower target's time
+// went: more work per call, or waiting.
+//
+// -broker-variants starts more brokers with extra environment; the
+// variable BENCH_NOSYNC=1 makes a variant a no-fsync broker, so that
+// `-broker-only -broker-variants 'A=1;BENCH_NOSYNC=1'` compares a durable
+// broker with an identical one (the run's own noise) and a no-fsync one.
+//
 // Everything shares one process and the machine's cores, so absolute
 // numbers are pessimistic; the ratios from one run are what count.
 package main
