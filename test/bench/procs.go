@@ -46,6 +46,10 @@ type ProcStats struct {
 	Txs    uint64        `json:"txs,omitempty"`
 	Writes uint64        `json:"writes,omitempty"`
 	Busy   time.Duration `json:"busy,omitempty"` // time the store spent committing
+	// HeapInuse and Goroutines: the live heap (after two collections when
+	// asked for with MemoryStats) and the goroutine count.
+	HeapInuse  uint64 `json:"heap_inuse,omitempty"`
+	Goroutines int    `json:"goroutines,omitempty"`
 }
 
 // cpuTime is this process's user plus system CPU time.
@@ -126,10 +130,21 @@ func ServeRole(ctx context.Context, role string, args []string, out io.Writer) e
 		return err
 	}
 	hs := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if q.Get("gc") == "1" {
+			runtime.GC()
+			runtime.GC()
+		}
+		if f := q.Get("heapprofile"); f != "" {
+			if err := writeHeapProfile(f); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+		}
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)
 		w.Header().Set("Content-Type", "application/json")
-		st := ProcStats{Mallocs: m.Mallocs, Bytes: m.TotalAlloc, RSS: RSS(), CPU: cpuTime()}
+		st := ProcStats{Mallocs: m.Mallocs, Bytes: m.TotalAlloc, RSS: RSS(), CPU: cpuTime(), HeapInuse: m.HeapInuse, Goroutines: runtime.NumGoroutine()}
 		if commits != nil {
 			cs := commits()
 			st.Txs, st.Writes, st.Busy = cs.Txs, cs.Writes, cs.Busy
@@ -214,14 +229,34 @@ func startProc(ctx context.Context, exe string, env []string, role string, args 
 }
 
 // Stats asks the process for its counters.
-func (p *proc) Stats() (ProcStats, error) {
+func (p *proc) Stats() (ProcStats, error) { return p.get(p.stats) }
+
+func (p *proc) get(u string) (ProcStats, error) {
 	var st ProcStats
-	resp, err := http.Get(p.stats)
+	resp, err := http.Get(u)
 	if err != nil {
 		return st, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return st, fmt.Errorf("stats: %s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
 	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// writeHeapProfile writes this process's heap profile (allocations
+// included) to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // Close stops the process (SIGTERM, then SIGKILL after 30 s).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"runtime"
 	"slices"
@@ -35,6 +36,27 @@ func (t Target) counters() (ProcStats, error) {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return ProcStats{Mallocs: m.Mallocs, Bytes: m.TotalAlloc, RSS: RSS(), CPU: cpuTime()}, nil
+}
+
+// MemoryStats are t's live heap after two collections, goroutines and
+// RSS: its own process's if it has one, else this process's (clients
+// included). With heapProfile, the process also writes its heap profile
+// there.
+func (t Target) MemoryStats(heapProfile string) (ProcStats, error) {
+	if t.proc != nil {
+		v := url.Values{"gc": {"1"}}
+		if heapProfile != "" {
+			v.Set("heapprofile", heapProfile)
+		}
+		return t.proc.get(t.proc.stats + "?" + v.Encode())
+	}
+	heap := HeapInUse()
+	if heapProfile != "" {
+		if err := writeHeapProfile(heapProfile); err != nil {
+			return ProcStats{}, err
+		}
+	}
+	return ProcStats{HeapInuse: heap, Goroutines: runtime.NumGoroutine(), RSS: RSS()}, nil
 }
 
 // Workload is what each client does in a loop.
@@ -167,32 +189,63 @@ func (s *Stats) BytesPerCall() float64 { return float64(s.Bytes) / float64(max(s
 // roundDur each, visiting the targets in a rotated order every round, and
 // returns one Stats per target in the order given.
 func Run(ctx context.Context, targets []Target, era string, clients int, w Workload, rounds int, roundDur time.Duration) ([]*Stats, error) {
-	sessions := make([][]*mcp.ClientSession, len(targets))
-	defer func() {
-		for _, ss := range sessions {
-			for _, cs := range ss {
-				_ = cs.Close()
-			}
-		}
-	}()
+	ss, err := OpenSessions(ctx, targets, era, clients, w)
+	if err != nil {
+		return nil, err
+	}
+	defer ss.Close()
+	return ss.Run(ctx, w, rounds, roundDur)
+}
+
+// Sessions are every target's client sessions, connected and warmed up,
+// for runs that keep them (a soak).
+type Sessions struct {
+	targets []Target
+	s       [][]*mcp.ClientSession
+}
+
+// OpenSessions connects clients sessions to each target and warms them up
+// with a few calls each (not measured).
+func OpenSessions(ctx context.Context, targets []Target, era string, clients int, w Workload) (*Sessions, error) {
+	ss := &Sessions{targets: targets, s: make([][]*mcp.ClientSession, len(targets))}
 	for i, t := range targets {
 		for range clients {
 			cs, err := Connect(ctx, t.URL, era, t.Token, t.Handle)
 			if err != nil {
+				ss.Close()
 				return nil, fmt.Errorf("%s: %w", t.Name, err)
 			}
-			sessions[i] = append(sessions[i], cs)
+			ss.s[i] = append(ss.s[i], cs)
 		}
 	}
+	for i, t := range targets {
+		warm := &Stats{}
+		round(ctx, t, ss.s[i], w, 0, 3, warm)
+		if warm.Errors > 0 {
+			ss.Close()
+			return nil, fmt.Errorf("%s: warm-up failed: %v", t.Name, warm.FirstErr)
+		}
+	}
+	return ss, nil
+}
+
+// Close ends every session.
+func (ss *Sessions) Close() {
+	for _, s := range ss.s {
+		for _, cs := range s {
+			_ = cs.Close()
+		}
+	}
+}
+
+// Run drives the sessions for rounds rounds of roundDur each, visiting the
+// targets in a rotated order every round, and returns one Stats per target
+// in the order given.
+func (ss *Sessions) Run(ctx context.Context, w Workload, rounds int, roundDur time.Duration) ([]*Stats, error) {
+	targets, sessions := ss.targets, ss.s
 	stats := make([]*Stats, len(targets))
 	for i, t := range targets {
 		stats[i] = &Stats{Target: t.Name}
-		// Warm up: a few calls per session, not measured.
-		warm := &Stats{}
-		round(ctx, t, sessions[i], w, 0, 3, warm)
-		if warm.Errors > 0 {
-			return nil, fmt.Errorf("%s: warm-up failed: %v", t.Name, warm.FirstErr)
-		}
 	}
 	for r := range rounds {
 		for k := range targets {

@@ -111,7 +111,7 @@ func main() {
 		}()
 	}
 	if *soak > 0 {
-		if err := soakRun(ctx, *soak, *roundDur, ints(*clients)[0], strings.Split(*eras, ",")[0], w, ints(*pols), *memprofile); err != nil {
+		if err := soakRun(ctx, *soak, *roundDur, ints(*clients)[0], strings.Split(*eras, ",")[0], w, ints(*pols), *procs, *memprofile); err != nil {
 			log.Fatal(err)
 		}
 		return
@@ -226,39 +226,57 @@ func writeHeapProfile(path string) error {
 	return pprof.WriteHeapProfile(f)
 }
 
-// soakRun drives the broker at constant load for d and reports, after each
-// interval, calls/s and the live heap, goroutines and RSS after a GC: a
-// leak shows as a trend, not as one number.
+// soakRun drives the broker at constant load for d, with the same client
+// sessions throughout, and reports, after each interval, calls/s and the
+// broker's live heap (after two collections), goroutines and RSS: a leak
+// shows as a trend, not as one number. With procs the broker runs in its
+// own process and these are that process's alone; otherwise they include
+// the clients.
 //
-// With memprofile, a heap profile is written after each interval to
+// With memprofile, the broker writes a heap profile after each interval to
 // memprofile.<interval number>: `go tool pprof -base FILE.1 FILE.10` shows
 // what grew.
-func soakRun(ctx context.Context, d, interval time.Duration, clients int, era string, w bench.Workload, pols []int, memprofile string) error {
-	rig, err := bench.NewRig(ctx, bench.RigOptions{Era: era, Policies: pols[:1], NoDirect: true, NoProxy: true})
+func soakRun(ctx context.Context, d, interval time.Duration, clients int, era string, w bench.Workload, pols []int, procs bool, memprofile string) error {
+	rig, err := bench.NewRig(ctx, bench.RigOptions{Era: era, Policies: pols[:1], NoDirect: true, NoProxy: true, Exe: exe(procs)})
 	if err != nil {
 		return err
 	}
 	defer rig.Close()
-	fmt.Printf("\n## soak: broker, %s, %s, %d clients, %s in %s intervals\n\n", era, w, clients, d, interval)
+	target := rig.Targets[0]
+	ss, err := bench.OpenSessions(ctx, rig.Targets, era, clients, w)
+	if err != nil {
+		return err
+	}
+	defer ss.Close()
+	where := "in the load generator's process (clients included)"
+	if procs {
+		where = "the broker's own process"
+	}
+	fmt.Printf("\n## soak: broker, %s, %s, %d clients, %s in %s intervals; memory: %s\n\n", era, w, clients, d, interval, where)
 	fmt.Println("| minute | calls/s | p99 | heap MiB (after GC) | goroutines | RSS MiB |")
 	fmt.Println("|---|---|---|---|---|---|")
 	start := time.Now()
 	n := 0
 	for time.Since(start) < d && ctx.Err() == nil {
-		stats, err := bench.Run(ctx, rig.Targets, era, clients, w, 1, interval)
+		stats, err := ss.Run(ctx, w, 1, interval)
 		if err != nil {
 			return err
 		}
-		runtime.GC()
 		st := stats[0]
-		fmt.Printf("| %.1f | %.0f | %s | %.1f | %d | %.0f |\n", time.Since(start).Minutes(), st.CallsPerSec(), st.Pct(0.99),
-			float64(bench.HeapInUse())/(1<<20), runtime.NumGoroutine(), float64(bench.RSS())/(1<<20))
+		if st.Errors > 0 {
+			return fmt.Errorf("%d calls failed: %v", st.Errors, st.FirstErr)
+		}
+		prof := ""
 		if memprofile != "" {
 			n++
-			if err := writeHeapProfile(fmt.Sprintf("%s.%d", memprofile, n)); err != nil {
-				return err
-			}
+			prof = fmt.Sprintf("%s.%d", memprofile, n)
 		}
+		mem, err := target.MemoryStats(prof)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("| %.1f | %.0f | %.1f ms | %.1f | %d | %.0f |\n", time.Since(start).Minutes(), st.CallsPerSec(), float64(st.Pct(0.99))/1e6,
+			float64(mem.HeapInuse)/(1<<20), mem.Goroutines, float64(mem.RSS)/(1<<20))
 	}
 	return nil
 }
