@@ -250,6 +250,10 @@ func (ss *Sessions) Run(ctx context.Context, w Workload, rounds int, roundDur ti
 	for r := range rounds {
 		for k := range targets {
 			i := (r + k) % len(targets)
+			// Each round starts with no dirty pages: a broker that writes
+			// without fsync leaves its writes to the kernel's writeback,
+			// which would otherwise land in the next target's round.
+			flushDirty()
 			runtime.GC()
 			c0, err := targets[i].counters()
 			if err != nil {
