@@ -2,6 +2,7 @@ package tools
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -149,6 +151,9 @@ func (d *downstream) watch(ctx context.Context, c *client.Client, dead <-chan st
 			return ctx.Err()
 		case <-dead:
 			if d.spec.Transport == TransportStdio {
+				if ts, ok := c.GetTransport().(*tapStdio); ok && ts.child.limit.over() != nil {
+					return ts.child.limit.over()
+				}
 				return errors.New("process exited")
 			}
 			return errors.New("the server ended the session (404)")
@@ -191,11 +196,11 @@ func (d *downstream) connect(ctx context.Context) (*client.Client, <-chan struct
 	)
 	switch d.spec.Transport {
 	case TransportStdio:
-		st, done, err := d.stdioTransport(ctx)
+		st, child, done, err := d.stdioTransport(ctx)
 		if err != nil {
 			return nil, nil, err
 		}
-		t, dead = &tapStdio{tap: &tap{st}, inner: st}, done
+		t, dead = &tapStdio{tap: &tap{st}, inner: st, child: child}, done
 	case TransportStreamableHTTP:
 		h, err := transport.NewStreamableHTTP(d.spec.URL,
 			transport.WithHTTPBasicClient(d.hc),
@@ -255,62 +260,177 @@ func (d *downstream) connect(ctx context.Context) (*client.Client, <-chan struct
 	return c, dead, nil
 }
 
-// stdioTransport prepares a child process with a lifecycle context (never a
-// request context: cancelling it kills the child), a minimal environment,
-// its own process group, and stderr captured line by line into the log.
-func (d *downstream) stdioTransport(ctx context.Context) (*transport.Stdio, chan struct{}, error) {
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return nil, nil, err
+// stdioTransport starts the child process with a lifecycle context (never
+// a request context: cancelling it kills the child), a minimal environment,
+// its own process group, and stderr captured line by line into the log,
+// and returns an mcp-go transport over its stdin and stdout. The broker
+// spawns the child itself, rather than through mcp-go, so that what the
+// child writes to stdout passes a limit: one message (one line) over the
+// pool's answer limit ends the connection (mcp-go's reader would buffer a
+// line of any length). dead is closed when the child and its descendants
+// have all exited, or when the limit has ended the connection.
+func (d *downstream) stdioTransport(ctx context.Context) (*transport.Stdio, *stdioChild, chan struct{}, error) {
+	var files []*os.File // every pipe end, closed on failure
+	pipe := func() (r, w *os.File, err error) {
+		if r, w, err = os.Pipe(); err == nil {
+			files = append(files, r, w)
+		}
+		return r, w, err
 	}
-	dead := make(chan struct{})
+	fail := func(err error) (*transport.Stdio, *stdioChild, chan struct{}, error) {
+		for _, f := range files {
+			_ = f.Close()
+		}
+		return nil, nil, nil, err
+	}
+	errR, errW, err := pipe()
+	if err != nil {
+		return fail(err)
+	}
+	inR, inW, err := pipe()
+	if err != nil {
+		return fail(err)
+	}
+	outR, outW, err := pipe()
+	if err != nil {
+		return fail(err)
+	}
+	cmd := exec.CommandContext(ctx, d.spec.Command, d.spec.Args...)
+	cmd.Env = childEnv(d.spec.Env)
+	cmd.Dir = d.spec.Dir
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		// The whole group: npx and friends start grandchildren.
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	cmd.WaitDelay = 3 * time.Second
+	if err := cmd.Start(); err != nil {
+		return fail(fmt.Errorf("spawn %s: %w", d.spec.Command, err))
+	}
+	// The child holds its ends from here on; reads end when every holder
+	// (the child and its descendants) has exited.
+	_, _, _ = inR.Close(), outW.Close(), errW.Close()
+	d.mu.Lock()
+	d.cmd = cmd
+	d.mu.Unlock()
+
+	child := &stdioChild{cmd: cmd, stdout: outR, exited: make(chan struct{})}
 	go func() {
-		defer close(dead)
-		defer pr.Close()
-		sc := bufio.NewScanner(pr)
+		_ = cmd.Wait() // reaps the child
+		close(child.exited)
+	}()
+	dead := make(chan struct{})
+	var deadOnce sync.Once
+	end := func() { deadOnce.Do(func() { close(dead) }) }
+	go func() {
+		defer end()
+		defer errR.Close()
+		sc := bufio.NewScanner(errR)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
 			d.log.Info("downstream stderr", "line", sc.Text())
 		}
 	}()
-	env := childEnv(d.spec.Env)
-	st := transport.NewStdioWithOptions(d.spec.Command, nil, d.spec.Args,
-		transport.WithCommandFunc(func(ctx context.Context, command string, _ []string, args []string) (*exec.Cmd, error) {
-			cmd := exec.CommandContext(ctx, command, args...)
-			cmd.Env = env
-			cmd.Dir = d.spec.Dir
-			cmd.Stderr = pw
-			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-			cmd.Cancel = func() error {
-				// The whole group: npx and friends start grandchildren.
-				return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			}
-			cmd.WaitDelay = 3 * time.Second
-			d.mu.Lock()
-			d.cmd = cmd
-			d.mu.Unlock()
-			return cmd, nil
-		}),
-		transport.WithCommandLogger(d.log),
-	)
-	// The child holds the write end from here on; the read loop ends when
-	// every holder (the child and its descendants) has exited.
-	go func() {
-		<-ctx.Done()
-		_ = pw.Close()
-	}()
-	startErr := make(chan error, 1)
-	go func() { startErr <- st.Start(ctx) }()
-	select {
-	case err := <-startErr:
-		_ = pw.Close()
-		if err != nil {
-			return nil, nil, fmt.Errorf("spawn %s: %w", d.spec.Command, err)
-		}
-	case <-ctx.Done():
-		return nil, nil, ctx.Err()
+	child.limit = &lineLimit{r: outR, max: d.pool.maxAnswer, tripped: func(err error) {
+		d.log.Error("downstream message over the size limit; ending the connection", "err", err)
+		_ = outR.Close() // the child's next write fails: it need not be waited for
+		end()
+	}}
+	st := transport.NewIO(child.limit, inW, nil)
+	if err := st.Start(ctx); err != nil {
+		_ = st.Close()
+		child.stop()
+		return nil, nil, nil, fmt.Errorf("start %s: %w", d.spec.Command, err)
 	}
-	return st, dead, nil
+	return st, child, dead, nil
+}
+
+// stdioChild is a stdio server process the broker started.
+type stdioChild struct {
+	cmd    *exec.Cmd
+	stdout *os.File
+	limit  *lineLimit
+	exited chan struct{} // closed once the process has exited and been reaped
+}
+
+// Stdio children get this long to exit once their stdin is closed, then
+// this long after SIGTERM (mcp-go's own timings); the supervisor then
+// kills what is left of the process group.
+const (
+	stdioExitGrace = 2 * time.Second
+	stdioTermGrace = 3 * time.Second
+)
+
+// stop ends the child after its stdin was closed: it waits for it to exit,
+// sends SIGTERM to its process group if it does not, and waits again. The
+// stdout pipe is closed last, which ends mcp-go's reader even if a
+// descendant still holds the other end.
+func (c *stdioChild) stop() {
+	defer c.stdout.Close()
+	select {
+	case <-c.exited:
+		return
+	case <-time.After(stdioExitGrace):
+	}
+	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(stdioTermGrace):
+	}
+}
+
+// lineLimit passes a stdio child's stdout through and fails, with
+// ErrAnswerTooLarge, at the first line longer than max bytes. One reader
+// (mcp-go's) calls Read; err may be read by others once passed is set.
+type lineLimit struct {
+	r       io.Reader
+	max     int64
+	n       int64 // bytes of the current line so far
+	err     error // set once the limit is passed, before passed
+	passed  atomic.Bool
+	tripped func(error)
+}
+
+func (l *lineLimit) Read(p []byte) (int, error) {
+	if l.passed.Load() {
+		return 0, l.err
+	}
+	n, err := l.r.Read(p)
+	if l.max <= 0 {
+		return n, err
+	}
+	b := p[:n]
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			l.n += int64(len(b))
+			break
+		}
+		if l.n+int64(i) > l.max {
+			l.n += int64(i)
+			break
+		}
+		l.n = 0
+		b = b[i+1:]
+	}
+	if l.n > l.max {
+		l.err = fmt.Errorf("%w: a message on the server's stdout passed %d bytes", ErrAnswerTooLarge, l.max)
+		l.passed.Store(true)
+		if l.tripped != nil {
+			l.tripped(l.err)
+		}
+		return 0, l.err
+	}
+	return n, err
+}
+
+// over returns the error that ended the connection, if the limit did.
+func (l *lineLimit) over() error {
+	if l.passed.Load() {
+		return l.err
+	}
+	return nil
 }
 
 // childEnv is the environment of a stdio child: a few variables programs

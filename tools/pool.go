@@ -47,8 +47,9 @@ type Options struct {
 	Logger  *slog.Logger
 	Version string // sent as clientInfo.version
 	// MaxAnswerBytes caps a streamable HTTP downstream's answer to one
-	// request (DefaultMaxAnswerBytes if 0). Answers over stdio, and those an
-	// SSE-transport server sends on its standing stream, are not capped.
+	// request, and one message from a stdio downstream
+	// (DefaultMaxAnswerBytes if 0). Messages an SSE-transport server sends
+	// on its standing stream are not capped.
 	MaxAnswerBytes int64
 }
 

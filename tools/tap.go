@@ -3,6 +3,7 @@ package tools
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"sync"
 
@@ -50,9 +51,29 @@ func (t *tap) SendRequest(ctx context.Context, req transport.JSONRPCRequest) (*t
 type tapStdio struct {
 	*tap
 	inner *transport.Stdio
+	child *stdioChild
 }
 
 func (t *tapStdio) SetRequestHandler(h transport.RequestHandler) { t.inner.SetRequestHandler(h) }
+
+// SendRequest reports a request that failed because the child's answer
+// passed the size limit (and so ended the connection) as ErrAnswerTooLarge.
+func (t *tapStdio) SendRequest(ctx context.Context, req transport.JSONRPCRequest) (*transport.JSONRPCResponse, error) {
+	resp, err := t.tap.SendRequest(ctx, req)
+	if err != nil {
+		if over := t.child.limit.over(); over != nil {
+			return nil, fmt.Errorf("%w (%v)", over, err)
+		}
+	}
+	return resp, err
+}
+
+// Close closes the child's stdin (mcp-go's transport) and lets it exit.
+func (t *tapStdio) Close() error {
+	err := t.inner.Close()
+	t.child.stop()
+	return err
+}
 
 // tapHTTP also serves the raw tools/call path (rawcall.go), which needs
 // what the client installs on its transport.

@@ -129,6 +129,9 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	// Logs always go to stderr: in --stdio mode stdout carries MCP.
 	log := newLogger(stderr, cfg.LogLevel)
+	// What libraries log through slog's default logger or the log package
+	// (mcp-go's transports do) goes to the same place, in the same format.
+	slog.SetDefault(log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
