@@ -37,9 +37,10 @@ type Config struct {
 	CandidatePolicies string `yaml:"candidate_policies"`
 	// MaxBodyBytes caps an HTTP request body (default 4 MiB).
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
-	// MaxAnswerBytes caps a streamable HTTP downstream's answer to one
-	// request, and one message from a stdio downstream (default 32 MiB); a
-	// larger answer fails the call as a downstream error.
+	// MaxAnswerBytes caps a downstream's answer: a streamable HTTP answer
+	// to one request, one message from a stdio server, one event on an SSE
+	// stream (default 32 MiB); a larger answer fails the call as a
+	// downstream error.
 	MaxAnswerBytes int64 `yaml:"max_answer_bytes"`
 	// SessionIdleTTL expires idle legacy MCP sessions. It must be longer than
 	// CallTimeout, since a session is touched only when a request arrives.

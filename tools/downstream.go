@@ -156,6 +156,9 @@ func (d *downstream) watch(ctx context.Context, c *client.Client, dead <-chan st
 				}
 				return errors.New("process exited")
 			}
+			if ts, ok := c.GetTransport().(*tapSSE); ok {
+				return fmt.Errorf("the server's SSE stream ended: %w", ts.streamErr())
+			}
 			return errors.New("the server ended the session (404)")
 		case <-d.resync:
 		case <-t.C:
@@ -178,8 +181,9 @@ func (d *downstream) setDown(err error) {
 }
 
 // connect starts a client and runs the MCP handshake. dead is closed when a
-// stdio child exits, or when a streamable HTTP session is found gone by a
-// raw request; it is nil for other transports.
+// stdio child exits, when a streamable HTTP session is found gone by a raw
+// request, or when an SSE transport's stream ends; it is nil for
+// in-process servers.
 func (d *downstream) connect(ctx context.Context) (*client.Client, <-chan struct{}, error) {
 	opts := []client.ClientOption{
 		client.WithElicitationHandler(d),
@@ -222,7 +226,8 @@ func (d *downstream) connect(ctx context.Context) (*client.Client, <-chan struct
 		if err != nil {
 			return nil, nil, fmt.Errorf("sse transport: %w", err)
 		}
-		t = &tapSSE{tap: &tap{s}, inner: s}
+		ts := newTapSSE(s)
+		t, dead = ts, ts.lost
 	case TransportInProcess:
 		d.pool.inprocMu.Lock() // mcp-go in-process session IDs are UnixNano: create serially
 		ip := transport.NewInProcessTransportWithOptions(d.spec.Server,

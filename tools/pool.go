@@ -47,9 +47,8 @@ type Options struct {
 	Logger  *slog.Logger
 	Version string // sent as clientInfo.version
 	// MaxAnswerBytes caps a streamable HTTP downstream's answer to one
-	// request, and one message from a stdio downstream
-	// (DefaultMaxAnswerBytes if 0). Messages an SSE-transport server sends
-	// on its standing stream are not capped.
+	// request, one message from a stdio downstream, and one event on an
+	// SSE stream (DefaultMaxAnswerBytes if 0).
 	MaxAnswerBytes int64
 }
 

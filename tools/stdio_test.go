@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -175,6 +177,96 @@ func TestLineLimit(t *testing.T) {
 				}
 				if _, err := l.Read(make([]byte, 8)); !errors.Is(err, ErrAnswerTooLarge) {
 					t.Fatalf("a read after the limit: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// TestSSEAnswerTooLarge: on the SSE transport every answer comes as an
+// event on the standing stream; one over max_answer_bytes fails the call
+// with ErrAnswerTooLarge at once (not after mcp-go's response timeout), the
+// supervisor reconnects, and calls work after it.
+func TestSSEAnswerTooLarge(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := server.NewMCPServer("sse-test", "1", server.WithToolCapabilities(false))
+	s.AddTool(mcp.NewTool("echo", mcp.WithString("text")), func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return mcp.NewToolResultText(r.GetString("text", "")), nil
+	})
+	s.AddTool(mcp.NewTool("big", mcp.WithNumber("bytes")), func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return mcp.NewToolResultText(strings.Repeat("x", r.GetInt("bytes", 0))), nil
+	})
+	base := "http://" + ln.Addr().String()
+	hs := &http.Server{Handler: server.NewSSEServer(s, server.WithBaseURL(base))}
+	go func() { _ = hs.Serve(ln) }()
+	t.Cleanup(func() { hs.Close() })
+
+	logs := &lockedBuffer{}
+	spec := Spec{Name: "e", Transport: TransportSSE, URL: base + "/sse", Prefix: "e__"}
+	p, err := NewPool([]Spec{spec}, Options{MaxAnswerBytes: 64 << 10,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background(), 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	call := func(name, args string) (*mcp.CallToolResult, error) {
+		tool, ok := p.Snapshot().Tool("e__" + name)
+		if !ok {
+			return nil, errors.New("no tool e__" + name)
+		}
+		return p.CallTool(ctx, tool, []byte(args), nil)
+	}
+	if res, err := call("big", `{"bytes":1000}`); err != nil || res.IsError {
+		t.Fatalf("a 1000-byte answer: %v %+v", err, res)
+	}
+	start := time.Now()
+	if _, err := call("big", `{"bytes":1048576}`); !errors.Is(err, ErrAnswerTooLarge) {
+		t.Fatalf("a 1 MiB answer: got %v, want ErrAnswerTooLarge\nlogs:\n%s", err, logs.String())
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("the oversized answer failed after %v", took)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		res, err := call("echo", `{"text":"again"}`)
+		if err == nil && !res.IsError {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no working call after the reconnect: %v\nlogs:\n%s", err, logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if l := logs.String(); !strings.Contains(l, "SSE stream ended") {
+		t.Errorf("the logs do not say why the connection ended:\n%s", l)
+	}
+}
+
+func TestEventLimitedBody(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   string
+		ok   bool
+	}{
+		{"events within the limit", "data: abcd\n\ndata: efgh\r\n\r\ndata: ij\r\rdata: kl\n\n", true},
+		{"an event of two lines over the limit", "data: ab\ndata: cd\n\n", false},
+		{"CRLF is one line ending", "data: ab\r\ndata: c\r\n\r\n", false},
+		{"an unterminated event over the limit", "data: abcdefgh", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, r := range []io.Reader{strings.NewReader(tc.in), iotest.OneByteReader(strings.NewReader(tc.in))} {
+				b := &eventLimitedBody{ReadCloser: io.NopCloser(r), max: 12, lineStart: true}
+				got, err := io.ReadAll(b)
+				if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, ErrAnswerTooLarge) || tc.ok && string(got) != tc.in {
+					t.Fatalf("got %q, %v (want ok %v)", got, err, tc.ok)
 				}
 			}
 		})

@@ -3,9 +3,11 @@ package tools
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
@@ -99,13 +101,52 @@ func newTapHTTP(h *transport.StreamableHTTP, d *downstream) *tapHTTP {
 
 func (t *tapHTTP) RequiresLegacyProtocol() bool { return t.inner.RequiresLegacyProtocol() }
 
+// tapSSE watches the SSE transport's standing stream: when it ends (the
+// server went away, or an event passed the answer limit), lost is closed
+// and the supervisor reconnects at once, which also ends the calls waiting
+// for answers on it (mcp-go would leave them waiting for its response
+// timeout).
 type tapSSE struct {
 	*tap
-	inner *transport.SSE
+	inner    *transport.SSE
+	lost     chan struct{}
+	lostOnce sync.Once
+	lostErr  atomic.Pointer[error]
 }
 
-func (t *tapSSE) SetProtocolVersion(v string)                { t.inner.SetProtocolVersion(v) }
-func (t *tapSSE) SetConnectionLostHandler(h func(err error)) { t.inner.SetConnectionLostHandler(h) }
+func newTapSSE(s *transport.SSE) *tapSSE {
+	t := &tapSSE{tap: &tap{s}, inner: s, lost: make(chan struct{})}
+	s.SetConnectionLostHandler(func(err error) {
+		if err == nil {
+			err = errors.New("stream ended")
+		}
+		t.lostErr.Store(&err)
+		t.lostOnce.Do(func() { close(t.lost) })
+	})
+	return t
+}
+
+// streamErr is why the stream ended, or nil.
+func (t *tapSSE) streamErr() error {
+	if p := t.lostErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (t *tapSSE) SetProtocolVersion(v string) { t.inner.SetProtocolVersion(v) }
+
+// SendRequest reports a request that failed because an event on the
+// stream passed the answer limit as ErrAnswerTooLarge.
+func (t *tapSSE) SendRequest(ctx context.Context, req transport.JSONRPCRequest) (*transport.JSONRPCResponse, error) {
+	resp, err := t.tap.SendRequest(ctx, req)
+	if err != nil {
+		if serr := t.streamErr(); errors.Is(serr, ErrAnswerTooLarge) {
+			return nil, fmt.Errorf("%w (%v)", serr, err)
+		}
+	}
+	return resp, err
+}
 
 var (
 	_ transport.BidirectionalInterface = (*tapStdio)(nil)
