@@ -262,3 +262,36 @@ func TestDownstreamCrash(t *testing.T) {
 		t.Errorf("tsh__echo after the stdio crash: %s", mustJSON(res))
 	}
 }
+
+// TestStdioAnswerTooLarge: a stdio server's answer over max_answer_bytes,
+// through the built binary: the agent gets a downstream_error (not a
+// broker out of memory), the outcome is recorded as an error, the broker
+// starts the server again, and the old child is reaped.
+func TestStdioAnswerTooLarge(t *testing.T) {
+	b, events := tsBroker(t, brokerConfig{extra: "max_answer_bytes: 65536\n"})
+	cs := connect(t, b.url, eraLegacy, nil, "")
+	waitTools(t, cs, "ts__echo")
+	firstPIDs := startedPIDs(t, events["ts"])
+
+	res := callTool(t, cs, "ts__echo", map[string]any{"text": strings.Repeat("x", 100<<10)})
+	callID := expectRefusal(t, res, "downstream_error")
+	ev := b.waitAudit("call.completed of the oversized echo", func(e auditEvent) bool {
+		return e.Type == "call.completed" && e.CallID == callID
+	})
+	if ev.Status != "error" {
+		t.Errorf("outcome status = %q, want error (%+v)", ev.Status, ev)
+	}
+	poll(t, 30*time.Second, "echo to work again", func() bool {
+		res, err := cs.CallTool(ctxFor(t, 10*time.Second), &mcp.CallToolParams{Name: "ts__echo", Arguments: map[string]any{"text": "again"}})
+		return err == nil && !res.IsError && resultText(res) == "again"
+	})
+	if pids := startedPIDs(t, events["ts"]); len(pids) <= len(firstPIDs) {
+		t.Errorf("no new stdio testserver started (pids %v)", pids)
+	}
+	for _, pid := range firstPIDs {
+		poll(t, 10*time.Second, fmt.Sprintf("the first child %d to be reaped", pid), func() bool {
+			_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+			return err != nil
+		})
+	}
+}
