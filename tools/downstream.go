@@ -151,8 +151,10 @@ func (d *downstream) watch(ctx context.Context, c *client.Client, dead <-chan st
 			return ctx.Err()
 		case <-dead:
 			if d.spec.Transport == TransportStdio {
-				if ts, ok := c.GetTransport().(*tapStdio); ok && ts.child.limit.over() != nil {
-					return ts.child.limit.over()
+				if ts, ok := c.GetTransport().(*tapStdio); ok {
+					if over := ts.child.limit.over(); over != nil {
+						return over
+					}
 				}
 				return errors.New("process exited")
 			}
@@ -386,18 +388,30 @@ func (c *stdioChild) stop() {
 }
 
 // lineLimit passes a stdio child's stdout through and fails, with
-// ErrAnswerTooLarge, at the first line longer than max bytes. One reader
-// (mcp-go's) calls Read; err may be read by others once passed is set.
+// ErrAnswerTooLarge, at the first line (message) longer than max bytes.
+// The bytes before the one that passes the limit are still delivered
+// (whole lines among them are answers to other requests); the next read
+// fails, and calls tripped. One reader (mcp-go's) calls Read; over may be
+// called by others.
 type lineLimit struct {
 	r       io.Reader
 	max     int64
 	n       int64 // bytes of the current line so far
-	err     error // set once the limit is passed, before passed
+	head    idPrefix
+	pending *tooLargeError // found, not yet returned
+	err     *tooLargeError // returned; set before passed
 	passed  atomic.Bool
 	tripped func(error)
 }
 
 func (l *lineLimit) Read(p []byte) (int, error) {
+	if l.pending != nil {
+		l.err, l.pending = l.pending, nil
+		l.passed.Store(true)
+		if l.tripped != nil {
+			l.tripped(l.err)
+		}
+	}
 	if l.passed.Load() {
 		return 0, l.err
 	}
@@ -406,32 +420,35 @@ func (l *lineLimit) Read(p []byte) (int, error) {
 		return n, err
 	}
 	b := p[:n]
-	for len(b) > 0 {
-		i := bytes.IndexByte(b, '\n')
-		if i < 0 {
-			l.n += int64(len(b))
-			break
+	for off := 0; off < n; {
+		i := bytes.IndexByte(b[off:], '\n')
+		line := b[off:]
+		if i >= 0 {
+			line = b[off : off+i]
 		}
-		if l.n+int64(i) > l.max {
-			l.n += int64(i)
+		if l.n+int64(len(line)) > l.max {
+			over := off + int(l.max-l.n) // the first byte past the limit
+			l.head.addAll(line[:over-off])
+			l.pending = &tooLargeError{what: "a message on the server's stdout", max: l.max, id: l.head.id()}
+			if over == 0 {
+				return l.Read(p)
+			}
+			return over, nil
+		}
+		if i < 0 {
+			l.head.addAll(line)
+			l.n += int64(len(line))
 			break
 		}
 		l.n = 0
-		b = b[i+1:]
-	}
-	if l.n > l.max {
-		l.err = fmt.Errorf("%w: a message on the server's stdout passed %d bytes", ErrAnswerTooLarge, l.max)
-		l.passed.Store(true)
-		if l.tripped != nil {
-			l.tripped(l.err)
-		}
-		return 0, l.err
+		l.head.reset()
+		off += i + 1
 	}
 	return n, err
 }
 
 // over returns the error that ended the connection, if the limit did.
-func (l *lineLimit) over() error {
+func (l *lineLimit) over() *tooLargeError {
 	if l.passed.Load() {
 		return l.err
 	}

@@ -1,23 +1,30 @@
 package tools
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
+
+	"github.com/mark3labs/mcp-go/mcp"
 )
 
 // DefaultMaxAnswerBytes bounds a downstream's answer to one request unless
 // Options.MaxAnswerBytes says otherwise.
 const DefaultMaxAnswerBytes = 32 << 20
 
-// limitAnswers returns hc with the body of every answer to a POST (one
-// request's answer: its JSON, or the SSE stream it comes on) capped at max
-// bytes; past them, reading fails with ErrAnswerTooLarge. GETs (a
-// session's standing stream, a resumed answer's stream) are not capped as
-// a whole, but each of their events is. Both mcp-go's client and the raw
-// path read through it, so a downstream cannot make the broker buffer an
-// unbounded answer.
+// limitAnswers returns hc with what downstreams send capped at max bytes:
+// the body of every answer to a POST (one request's answer: its JSON, or
+// the SSE stream it comes on) as a whole, each event of an SSE stream
+// opened by a GET (a session's standing stream, the legacy SSE transport's
+// stream that carries every answer, a resumed answer), and any other GET's
+// body as a whole. Past the limit, reading fails with ErrAnswerTooLarge.
+// Both mcp-go's client and the raw path read through it, so a downstream
+// cannot make the broker buffer an unbounded answer.
 func limitAnswers(hc *http.Client, max int64) *http.Client {
 	next := hc.Transport
 	if next == nil {
@@ -38,56 +45,21 @@ func (l limitedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if err != nil {
 		return resp, err
 	}
-	switch {
-	case r.Method == http.MethodPost:
-		resp.Body = &limitedBody{ReadCloser: resp.Body, left: l.max, max: l.max}
-	case r.Method == http.MethodGet && strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream"):
-		resp.Body = &eventLimitedBody{ReadCloser: resp.Body, max: l.max, lineStart: true}
+	trip := tripFrom(r.Context())
+	// What the request asked for decides how it is read (mcp-go reads a
+	// GET it opened for events as events, whatever the Content-Type).
+	if r.Method == http.MethodGet && strings.Contains(strings.ToLower(r.Header.Get("Accept")), "text/event-stream") {
+		resp.Body = &eventLimitedBody{ReadCloser: resp.Body, max: l.max, trip: trip}
+	} else {
+		resp.Body = &limitedBody{ReadCloser: resp.Body, left: l.max, max: l.max, trip: trip}
 	}
 	return resp, nil
-}
-
-// eventLimitedBody caps each event of a standing SSE stream (a GET: the
-// SSE transport's answers all come on it) at max bytes, its line endings
-// not counted; past them, reading fails with ErrAnswerTooLarge.
-type eventLimitedBody struct {
-	io.ReadCloser
-	max       int64
-	n         int64 // bytes of the current event so far
-	lineStart bool  // nothing yet on the current line
-	prevCR    bool  // the last byte was a CR (a CRLF's LF is not a blank line)
-	err       error
-}
-
-func (b *eventLimitedBody) Read(p []byte) (int, error) {
-	if b.err != nil {
-		return 0, b.err
-	}
-	n, err := b.ReadCloser.Read(p)
-	for _, c := range p[:n] {
-		switch {
-		case c == '\n' && b.prevCR:
-			b.prevCR = false
-		case c == '\r' || c == '\n':
-			b.prevCR = c == '\r'
-			if b.lineStart {
-				b.n = 0 // a blank line ends the event
-			}
-			b.lineStart = true
-		default:
-			b.prevCR, b.lineStart = false, false
-			if b.n++; b.n > b.max {
-				b.err = fmt.Errorf("%w: an event on the server's stream passed %d bytes", ErrAnswerTooLarge, b.max)
-				return 0, b.err
-			}
-		}
-	}
-	return n, err
 }
 
 type limitedBody struct {
 	io.ReadCloser
 	left, max int64
+	trip      *answerTrip
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
@@ -100,7 +72,9 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 		if n, err := b.ReadCloser.Read(one[:]); n == 0 && err != nil {
 			return 0, err
 		}
-		return 0, fmt.Errorf("%w (%d bytes)", ErrAnswerTooLarge, b.max)
+		err := &tooLargeError{what: "an answer", max: b.max}
+		b.trip.set(err)
+		return 0, err
 	}
 	if int64(len(p)) > b.left {
 		p = p[:b.left]
@@ -108,4 +82,203 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.left -= int64(n)
 	return n, err
+}
+
+// eventLimitedBody caps each event of an SSE stream at max bytes, counted
+// as mcp-go's readers see events: lines end at LF only, and a line holding
+// nothing but CRs is the blank line that ends an event. The bytes before
+// the one that passes the limit are still delivered (whole events among
+// them are answers to other requests); the next read fails.
+type eventLimitedBody struct {
+	io.ReadCloser
+	max     int64
+	n       int64 // bytes of the current event so far (LFs not counted)
+	data    bool  // the current line has a byte other than CR
+	head    idPrefix
+	trip    *answerTrip
+	pending error // returned by the next Read
+}
+
+func (b *eventLimitedBody) Read(p []byte) (int, error) {
+	if b.pending != nil {
+		return 0, b.pending
+	}
+	n, err := b.ReadCloser.Read(p)
+	for i, c := range p[:n] {
+		if c == '\n' {
+			if !b.data {
+				b.n = 0 // a blank line ends the event
+				b.head.reset()
+			}
+			b.data = false
+			continue
+		}
+		if c != '\r' {
+			b.data = true
+		}
+		b.head.add(c)
+		if b.n++; b.n > b.max {
+			b.pending = &tooLargeError{what: "an event on the server's stream", max: b.max, id: b.head.id()}
+			b.trip.set(b.pending)
+			if i == 0 {
+				return 0, b.pending
+			}
+			return i, nil
+		}
+	}
+	return n, err
+}
+
+// tooLargeError is ErrAnswerTooLarge, with the JSON-RPC id of the answer
+// that passed the limit when its first bytes name it.
+type tooLargeError struct {
+	what string
+	max  int64
+	id   []byte // the raw id token, or nil
+}
+
+func (e *tooLargeError) Error() string {
+	return fmt.Sprintf("%v: %s passed %d bytes", ErrAnswerTooLarge, e.what, e.max)
+}
+
+func (e *tooLargeError) Is(target error) bool { return target == ErrAnswerTooLarge }
+
+// concerns reports whether the answer that passed the limit may be the one
+// to the request with this id: true when it is, or when its id is unknown.
+func (e *tooLargeError) concerns(id mcp.RequestId) bool {
+	if e.id == nil {
+		return true
+	}
+	raw, err := json.Marshal(id)
+	return err != nil || bytes.Equal(raw, e.id)
+}
+
+// answerTrip holds, for one request, the limit error its answer's stream
+// met: mcp-go does not always pass a read error on (a resumed answer's
+// stream), so the tap asks here.
+type answerTrip struct {
+	mu  sync.Mutex
+	err error
+}
+
+type tripKey struct{}
+
+func withTrip(ctx context.Context) (context.Context, *answerTrip) {
+	t := &answerTrip{}
+	return context.WithValue(ctx, tripKey{}, t), t
+}
+
+func tripFrom(ctx context.Context) *answerTrip {
+	t, _ := ctx.Value(tripKey{}).(*answerTrip)
+	return t
+}
+
+func (t *answerTrip) set(err error) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	if t.err == nil {
+		t.err = err
+	}
+	t.mu.Unlock()
+}
+
+func (t *answerTrip) get() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err
+}
+
+// idPrefix keeps the first bytes of a message, to name the request an
+// oversized answer belongs to.
+type idPrefix struct {
+	b [512]byte
+	n int
+}
+
+func (p *idPrefix) add(c byte) {
+	if p.n < len(p.b) {
+		p.b[p.n] = c
+		p.n++
+	}
+}
+
+func (p *idPrefix) addAll(b []byte) { p.n += copy(p.b[p.n:], b) }
+
+func (p *idPrefix) reset() { p.n = 0 }
+
+func (p *idPrefix) id() []byte { return topLevelID(p.b[:p.n]) }
+
+// topLevelID returns the raw value of the "id" member of the JSON object
+// that starts at the first '{' in b, if b holds it whole (a number or a
+// string; nil for anything else, or when b ends first).
+func topLevelID(b []byte) []byte {
+	i := bytes.IndexByte(b, '{')
+	if i < 0 {
+		return nil
+	}
+	depth := 0
+	for i < len(b) {
+		switch c := b[i]; c {
+		case '{', '[':
+			depth++
+			i++
+		case '}', ']':
+			depth--
+			if depth <= 0 {
+				return nil
+			}
+			i++
+		case '"':
+			end := stringEnd(b, i)
+			if end < 0 {
+				return nil
+			}
+			key := depth == 1 && string(b[i:end]) == `"id"`
+			i = end
+			if !key {
+				continue
+			}
+			j := skipSpace(b, i)
+			if j >= len(b) || b[j] != ':' {
+				continue // a value, not a key
+			}
+			j = skipSpace(b, j+1)
+			if j >= len(b) {
+				return nil
+			}
+			if b[j] == '"' {
+				if e := stringEnd(b, j); e > 0 {
+					return bytes.Clone(b[j:e])
+				}
+				return nil
+			}
+			e := j
+			for e < len(b) && strings.IndexByte("-+.0123456789eE", b[e]) >= 0 {
+				e++
+			}
+			if e == j || e == len(b) {
+				return nil // not a number, or maybe cut short
+			}
+			return bytes.Clone(b[j:e])
+		default:
+			i++
+		}
+	}
+	return nil
+}
+
+// stringEnd returns the index just past the JSON string that starts at
+// b[i] (a quote), or -1 if b ends first.
+func stringEnd(b []byte, i int) int {
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return -1
 }

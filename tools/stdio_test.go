@@ -3,11 +3,14 @@ package tools
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -21,7 +24,7 @@ import (
 
 // The test binary is also a stdio MCP server, for the stdio tests: run with
 // stdioServerEnv=1 it serves "echo" and "big" (an answer of the asked
-// size) on stdin and stdout, and exits.
+// size) and "sleep" on stdin and stdout, and exits.
 const stdioServerEnv = "MCPBROKER_TOOLS_TEST_STDIO_SERVER"
 
 func TestMain(m *testing.M) {
@@ -32,6 +35,10 @@ func TestMain(m *testing.M) {
 		})
 		s.AddTool(mcp.NewTool("big", mcp.WithNumber("bytes")), func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 			return mcp.NewToolResultText(strings.Repeat("x", r.GetInt("bytes", 0))), nil
+		})
+		s.AddTool(mcp.NewTool("sleep", mcp.WithNumber("ms")), func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			time.Sleep(time.Duration(r.GetInt("ms", 0)) * time.Millisecond)
+			return mcp.NewToolResultText("slept"), nil
 		})
 		if err := server.ServeStdio(s); err != nil {
 			os.Exit(1)
@@ -119,10 +126,10 @@ func TestStdioAnswerTooLarge(t *testing.T) {
 	}
 }
 
-// TestStdioCloseLetsTheChildExit: closing the pool ends the child (its
-// stdin closes and it exits), and Close does not wait for the grace
-// periods when it does.
-func TestStdioCloseLetsTheChildExit(t *testing.T) {
+// TestStdioCloseEndsTheChild: closing the pool ends the child (the pool's
+// context kills its process group; a reconnect instead closes its stdin
+// and gives it stdioExitGrace) and reaps it before Close returns.
+func TestStdioCloseEndsTheChild(t *testing.T) {
 	p := stdioPool(t, 0, io.Discard)
 	d, err := p.server("s")
 	if err != nil {
@@ -183,11 +190,11 @@ func TestLineLimit(t *testing.T) {
 	}
 }
 
-// TestSSEAnswerTooLarge: on the SSE transport every answer comes as an
-// event on the standing stream; one over max_answer_bytes fails the call
-// with ErrAnswerTooLarge at once (not after mcp-go's response timeout), the
-// supervisor reconnects, and calls work after it.
-func TestSSEAnswerTooLarge(t *testing.T) {
+// ssePool serves "echo" and "big" with mcp-go's SSE-transport server on
+// 127.0.0.1 (its handler passed through wrap, if set) and starts a pool
+// on it as server "e" with a 64 KiB answer limit.
+func ssePool(t *testing.T, wrap func(http.Handler) http.Handler, logs io.Writer) *Pool {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -200,11 +207,13 @@ func TestSSEAnswerTooLarge(t *testing.T) {
 		return mcp.NewToolResultText(strings.Repeat("x", r.GetInt("bytes", 0))), nil
 	})
 	base := "http://" + ln.Addr().String()
-	hs := &http.Server{Handler: server.NewSSEServer(s, server.WithBaseURL(base))}
+	var h http.Handler = server.NewSSEServer(s, server.WithBaseURL(base))
+	if wrap != nil {
+		h = wrap(h)
+	}
+	hs := &http.Server{Handler: h}
 	go func() { _ = hs.Serve(ln) }()
 	t.Cleanup(func() { hs.Close() })
-
-	logs := &lockedBuffer{}
 	spec := Spec{Name: "e", Transport: TransportSSE, URL: base + "/sse", Prefix: "e__"}
 	p, err := NewPool([]Spec{spec}, Options{MaxAnswerBytes: 64 << 10,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
@@ -215,6 +224,16 @@ func TestSSEAnswerTooLarge(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// TestSSEAnswerTooLarge: on the SSE transport every answer comes as an
+// event on the standing stream; one over max_answer_bytes fails the call
+// with ErrAnswerTooLarge at once (not after mcp-go's response timeout), the
+// supervisor reconnects, and calls work after it.
+func TestSSEAnswerTooLarge(t *testing.T) {
+	logs := &lockedBuffer{}
+	p := ssePool(t, nil, logs)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	call := func(name, args string) (*mcp.CallToolResult, error) {
@@ -254,21 +273,232 @@ func TestEventLimitedBody(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		in   string
-		ok   bool
+		ok   string // what is read before the limit (all of in when it passes)
 	}{
-		{"events within the limit", "data: abcd\n\ndata: efgh\r\n\r\ndata: ij\r\rdata: kl\n\n", true},
-		{"an event of two lines over the limit", "data: ab\ndata: cd\n\n", false},
-		{"CRLF is one line ending", "data: ab\r\ndata: c\r\n\r\n", false},
-		{"an unterminated event over the limit", "data: abcdefgh", false},
+		{"events within the limit", "data: abcd\n\ndata: efgh\r\n\r\ndata: ij\n\n", "data: abcd\n\ndata: efgh\r\n\r\ndata: ij\n\n"},
+		{"an event of two lines over the limit", "data: ab\ndata: cd\n\n", "data: ab\ndata"},
+		// mcp-go splits lines at LF only: CRs neither end a line nor make
+		// a blank one.
+		{"CRs are not line ends", "data: ab\r\rdata: cd\n\n", "data: ab\r\rda"},
+		{"a line of CRs then LF is not blank if it has data", "data: ab\r\r\ndata: cd\n\n", "data: ab\r\r\nda"},
+		{"an unterminated event over the limit", "data: abcdefgh", "data: abcdef"},
+		{"a whole event before the oversized one is delivered", "data: 1\n\n" + "data: 23456789\n\n", "data: 1\n\n" + "data: 234567"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, r := range []io.Reader{strings.NewReader(tc.in), iotest.OneByteReader(strings.NewReader(tc.in))} {
-				b := &eventLimitedBody{ReadCloser: io.NopCloser(r), max: 12, lineStart: true}
+				b := &eventLimitedBody{ReadCloser: io.NopCloser(r), max: 12}
 				got, err := io.ReadAll(b)
-				if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, ErrAnswerTooLarge) || tc.ok && string(got) != tc.in {
-					t.Fatalf("got %q, %v (want ok %v)", got, err, tc.ok)
+				if tc.ok == tc.in {
+					if err != nil || string(got) != tc.in {
+						t.Fatalf("got %q, %v; want all of it", got, err)
+					}
+					continue
+				}
+				if !errors.Is(err, ErrAnswerTooLarge) || string(got) != tc.ok {
+					t.Fatalf("got %q, %v; want %q, then ErrAnswerTooLarge", got, err, tc.ok)
 				}
 			}
 		})
+	}
+}
+
+// TestLimitsNameTheAnswer: the limit error carries the JSON-RPC id of the
+// answer that passed it when its first bytes name it at the top level.
+func TestLimitsNameTheAnswer(t *testing.T) {
+	for _, tc := range []struct{ in, id string }{
+		{`{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx`, "7"},
+		{`{"jsonrpc":"2.0","id":"a\"b","result":{"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx`, `"a\"b"`},
+		{`{"result":{"id":5,"text":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx`, ""}, // nested id only
+		{`{"result":{"x":[1,{"id":3}]},"id":9,"jsonrpc":"2.0","more":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx`, "9"},
+		{`{"jsonrpc":"2.0","result":"id","id":12`, ""}, // cut short: the number may go on
+	} {
+		got := topLevelID([]byte(tc.in))
+		if string(got) != tc.id {
+			t.Errorf("topLevelID(%.50q) = %q, want %q", tc.in, got, tc.id)
+		}
+	}
+	in := "event: message\ndata: " + `{"jsonrpc":"2.0","id":42,"result":{"text":"` + strings.Repeat("x", 200) + "\n\n"
+	b := &eventLimitedBody{ReadCloser: io.NopCloser(strings.NewReader(in)), max: 100}
+	_, err := io.ReadAll(b)
+	var over *tooLargeError
+	if !errors.As(err, &over) || string(over.id) != "42" {
+		t.Fatalf("event limit error %v: id %q", err, over.id)
+	}
+	var n mcp.RequestId = mcp.NewRequestId(int64(42))
+	if !over.concerns(n) || over.concerns(mcp.NewRequestId(int64(43))) {
+		t.Errorf("concerns: 42 %v, 43 %v", over.concerns(n), over.concerns(mcp.NewRequestId(int64(43))))
+	}
+	l := &lineLimit{r: strings.NewReader(`{"jsonrpc":"2.0","id":"s-1","result":"` + strings.Repeat("y", 200) + "\n"), max: 100}
+	_, err = io.ReadAll(l)
+	if !errors.As(err, &over) || string(over.id) != `"s-1"` || !over.concerns(mcp.NewRequestId("s-1")) {
+		t.Fatalf("line limit error %v", err)
+	}
+}
+
+// TestGetsAreCapped: every GET's body is capped, whatever its
+// Content-Type: per event when the request asked for an event stream (as
+// mcp-go's transports do), else as a whole.
+func TestGetsAreCapped(t *testing.T) {
+	for _, ct := range []string{"", "text/plain", "Text/Event-Stream", "TEXT/EVENT-STREAM; charset=utf-8"} {
+		for _, accept := range []string{"", "text/event-stream"} {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if ct == "" {
+					w.Header()["Content-Type"] = nil // no sniffing
+				} else {
+					w.Header().Set("Content-Type", ct)
+				}
+				_, _ = io.WriteString(w, "event: message\ndata: "+strings.Repeat("x", 1<<20)+"\n\n")
+			}))
+			req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+			if accept != "" {
+				req.Header.Set("Accept", accept)
+			}
+			resp, err := limitAnswers(srv.Client(), 64<<10).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			srv.Close()
+			if !errors.Is(err, ErrAnswerTooLarge) {
+				t.Errorf("Content-Type %q, Accept %q: a 1 MiB event passed a 64 KiB limit (%d bytes, %v)", ct, accept, len(got), err)
+			}
+		}
+	}
+}
+
+// TestLineLimitDeliversWholeLinesFirst: the lines before an oversized one
+// (answers to other requests) are delivered before the error.
+func TestLineLimitDeliversWholeLinesFirst(t *testing.T) {
+	good := `{"jsonrpc":"2.0","id":1,"result":{}}` + "\n"
+	for _, r := range []io.Reader{strings.NewReader(good + strings.Repeat("x", 200) + "\n"), iotest.OneByteReader(strings.NewReader(good + strings.Repeat("x", 200) + "\n"))} {
+		l := &lineLimit{r: r, max: 64}
+		got, err := io.ReadAll(l)
+		if !errors.Is(err, ErrAnswerTooLarge) || string(got) != good+strings.Repeat("x", 64) {
+			t.Fatalf("got %q, %v", got, err)
+		}
+	}
+}
+
+// TestStdioOtherCallsNotTooLarge: when one answer passes the limit, the
+// other calls in flight on that connection fail as a lost connection, not
+// as too large.
+func TestStdioOtherCallsNotTooLarge(t *testing.T) {
+	p := stdioPool(t, 64<<10, &lockedBuffer{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	call := func(name, args string) error {
+		tool, ok := p.Snapshot().Tool("s__" + name)
+		if !ok {
+			return errors.New("no tool s__" + name)
+		}
+		_, err := p.CallTool(ctx, tool, []byte(args), nil)
+		return err
+	}
+	slow := make(chan error, 1)
+	go func() { slow <- call("sleep", `{"ms":1500}`) }()
+	time.Sleep(200 * time.Millisecond)
+	if err := call("big", `{"bytes":1048576}`); !errors.Is(err, ErrAnswerTooLarge) {
+		t.Fatalf("big: %v", err)
+	}
+	if err := <-slow; err == nil || errors.Is(err, ErrAnswerTooLarge) {
+		t.Fatalf("the slow call on the same connection: %v (want a lost connection)", err)
+	}
+}
+
+// TestSSEWithoutEventStreamContentType: mcp-go's SSE transport reads its
+// stream whatever the Content-Type; the limit applies all the same.
+func TestSSEWithoutEventStreamContentType(t *testing.T) {
+	p := ssePool(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(plainCT{w}, r) })
+	}, &lockedBuffer{})
+	tool, ok := p.Snapshot().Tool("e__big")
+	if !ok {
+		t.Fatal("no tool")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := p.CallTool(ctx, tool, []byte(`{"bytes":1048576}`), nil); !errors.Is(err, ErrAnswerTooLarge) {
+		t.Fatalf("a 1 MiB answer through a 64 KiB limit: %v", err)
+	}
+}
+
+// plainCT serves text/event-stream as text/plain.
+type plainCT struct{ http.ResponseWriter }
+
+func (w plainCT) fix() {
+	if w.Header().Get("Content-Type") == "text/event-stream" {
+		w.Header().Set("Content-Type", "text/plain")
+	}
+}
+func (w plainCT) WriteHeader(code int)        { w.fix(); w.ResponseWriter.WriteHeader(code) }
+func (w plainCT) Write(b []byte) (int, error) { w.fix(); return w.ResponseWriter.Write(b) }
+func (w plainCT) Flush()                      { w.fix(); w.ResponseWriter.(http.Flusher).Flush() }
+
+// TestResumedAnswerTooLarge: a streamable HTTP answer the server resumes
+// over GET (SEP-1699) that passes the limit fails as ErrAnswerTooLarge
+// through mcp-go's client (which reports the cut stream as a nil response).
+func TestResumedAnswerTooLarge(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprintf(w, "id: 2\ndata: {\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"%s\"}]}}\n\n",
+				strings.TrimPrefix(r.Header.Get("Last-Event-ID"), "call-"), strings.Repeat("x", 1<<20))
+			return
+		}
+		var m struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		b, _ := io.ReadAll(r.Body)
+		_ = json.Unmarshal(b, &m)
+		w.Header().Set("Mcp-Session-Id", "s1")
+		switch m.Method {
+		case "initialize":
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"x","version":"1"}}}`, m.ID)
+		case "tools/list":
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"big","inputSchema":{"type":"object"}}]}}`, m.ID)
+		case "tools/call":
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprintf(w, "id: call-%s\nretry: 10\ndata:\n\n", m.ID) // a priming event, then the stream ends
+		default:
+			w.WriteHeader(http.StatusAccepted)
+		}
+	}))
+	defer srv.Close()
+	spec := Spec{Name: "h", Transport: TransportStreamableHTTP, URL: srv.URL, Prefix: "h__", ProtocolVersion: "2025-11-25"}
+	p, err := NewPool([]Spec{spec}, Options{MaxAnswerBytes: 64 << 10, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background(), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	tool, ok := p.Snapshot().Tool("h__big")
+	if !ok {
+		t.Fatal("no tool")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := p.CallTool(ctx, tool, []byte(`{}`), nil); !errors.Is(err, ErrAnswerTooLarge) {
+		t.Fatalf("a resumed 1 MiB answer through a 64 KiB limit: %v", err)
+	}
+}
+
+// TestEventLimitNoCRBypass: streams that use CRs to look like many short
+// lines or events, while mcp-go reads one long line or one long event, are
+// capped.
+func TestEventLimitNoCRBypass(t *testing.T) {
+	for _, in := range []string{
+		"data: " + strings.Repeat("xxxxxxxx\r\r", 100_000),     // no LF: one line to mcp-go
+		strings.Repeat("data: xxxxxxxxxxxxxxxx\r\r\n", 50_000), // no blank line: one event to mcp-go
+	} {
+		b := &eventLimitedBody{ReadCloser: io.NopCloser(strings.NewReader(in)), max: 64}
+		if got, err := io.ReadAll(b); !errors.Is(err, ErrAnswerTooLarge) || len(got) > 64+8 {
+			t.Errorf("%.30q…: %d bytes through a 64-byte limit, %v", in, len(got), err)
+		}
 	}
 }

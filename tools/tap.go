@@ -58,12 +58,13 @@ type tapStdio struct {
 
 func (t *tapStdio) SetRequestHandler(h transport.RequestHandler) { t.inner.SetRequestHandler(h) }
 
-// SendRequest reports a request that failed because the child's answer
-// passed the size limit (and so ended the connection) as ErrAnswerTooLarge.
+// SendRequest reports the request whose answer passed the size limit (and
+// so ended the connection) as ErrAnswerTooLarge; the others that fail with
+// it keep their transport error.
 func (t *tapStdio) SendRequest(ctx context.Context, req transport.JSONRPCRequest) (*transport.JSONRPCResponse, error) {
 	resp, err := t.tap.SendRequest(ctx, req)
-	if err != nil {
-		if over := t.child.limit.over(); over != nil {
+	if err != nil && !errors.Is(err, ErrAnswerTooLarge) {
+		if over := t.child.limit.over(); over != nil && over.concerns(req.ID) {
 			return nil, fmt.Errorf("%w (%v)", over, err)
 		}
 	}
@@ -89,6 +90,20 @@ type tapHTTP struct {
 	// supervisor reconnects, as it does when mcp-go's client finds it.
 	lost     chan struct{}
 	lostOnce sync.Once
+}
+
+// SendRequest reports a request whose answer passed the size limit as
+// ErrAnswerTooLarge even where mcp-go does not pass the read error on (a
+// resumed answer's stream).
+func (t *tapHTTP) SendRequest(ctx context.Context, req transport.JSONRPCRequest) (*transport.JSONRPCResponse, error) {
+	ctx, trip := withTrip(ctx)
+	resp, err := t.tap.SendRequest(ctx, req)
+	if err != nil && !errors.Is(err, ErrAnswerTooLarge) {
+		if over := trip.get(); over != nil {
+			return nil, fmt.Errorf("%w (%v)", over, err)
+		}
+	}
+	return resp, err
 }
 
 func newTapHTTP(h *transport.StreamableHTTP, d *downstream) *tapHTTP {
@@ -136,13 +151,15 @@ func (t *tapSSE) streamErr() error {
 
 func (t *tapSSE) SetProtocolVersion(v string) { t.inner.SetProtocolVersion(v) }
 
-// SendRequest reports a request that failed because an event on the
-// stream passed the answer limit as ErrAnswerTooLarge.
+// SendRequest reports the request whose answer passed the limit on the
+// stream (and so ended it) as ErrAnswerTooLarge; the others that fail with
+// it keep their transport error.
 func (t *tapSSE) SendRequest(ctx context.Context, req transport.JSONRPCRequest) (*transport.JSONRPCResponse, error) {
 	resp, err := t.tap.SendRequest(ctx, req)
-	if err != nil {
-		if serr := t.streamErr(); errors.Is(serr, ErrAnswerTooLarge) {
-			return nil, fmt.Errorf("%w (%v)", serr, err)
+	if err != nil && !errors.Is(err, ErrAnswerTooLarge) {
+		var over *tooLargeError
+		if errors.As(t.streamErr(), &over) && over.concerns(req.ID) {
+			return nil, fmt.Errorf("%w (%v)", over, err)
 		}
 	}
 	return resp, err
