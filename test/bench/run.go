@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/url"
 	"os"
 	"runtime"
@@ -186,8 +187,8 @@ func (s *Stats) CPUPerCall() time.Duration { return s.CPU / time.Duration(max(s.
 func (s *Stats) BytesPerCall() float64 { return float64(s.Bytes) / float64(max(s.Calls, 1)) }
 
 // Run drives clients concurrent sessions per target for rounds rounds of
-// roundDur each, visiting the targets in a rotated order every round, and
-// returns one Stats per target in the order given.
+// roundDur each, visiting the targets in a new order every round (see
+// Sessions.Run), and returns one Stats per target in the order given.
 func Run(ctx context.Context, targets []Target, era string, clients int, w Workload, rounds int, roundDur time.Duration) ([]*Stats, error) {
 	ss, err := OpenSessions(ctx, targets, era, clients, w)
 	if err != nil {
@@ -239,17 +240,21 @@ func (ss *Sessions) Close() {
 }
 
 // Run drives the sessions for rounds rounds of roundDur each, visiting the
-// targets in a rotated order every round, and returns one Stats per target
-// in the order given.
+// targets in a new order every round, and returns one Stats per target in
+// the order given. The orders are shuffled (from a fixed seed, so a run can
+// be repeated), not rotated: with a rotation each target always follows
+// the same one, and whatever a target leaves behind (its process's
+// garbage, its connections' teardown, the downstream's state) would always
+// land in the same other target's rounds.
 func (ss *Sessions) Run(ctx context.Context, w Workload, rounds int, roundDur time.Duration) ([]*Stats, error) {
 	targets, sessions := ss.targets, ss.s
 	stats := make([]*Stats, len(targets))
 	for i, t := range targets {
 		stats[i] = &Stats{Target: t.Name}
 	}
-	for r := range rounds {
-		for k := range targets {
-			i := (r + k) % len(targets)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range rounds {
+		for _, i := range rng.Perm(len(targets)) {
 			// Each round starts with no dirty pages: a broker that writes
 			// without fsync leaves its writes to the kernel's writeback,
 			// which would otherwise land in the next target's round.
