@@ -155,6 +155,13 @@ func (d *downstream) watch(ctx context.Context, c *client.Client, dead <-chan st
 					if over := ts.child.limit.over(); over != nil {
 						return over
 					}
+					select {
+					case <-ts.child.exited:
+						if err := ts.child.exitErr; err != nil {
+							return fmt.Errorf("process exited: %w", err)
+						}
+					default:
+					}
 				}
 				return errors.New("process exited")
 			}
@@ -274,8 +281,8 @@ func (d *downstream) connect(ctx context.Context) (*client.Client, <-chan struct
 // spawns the child itself, rather than through mcp-go, so that what the
 // child writes to stdout passes a limit: one message (one line) over the
 // pool's answer limit ends the connection (mcp-go's reader would buffer a
-// line of any length). dead is closed when the child and its descendants
-// have all exited, or when the limit has ended the connection.
+// line of any length). dead is closed when the child exits (and has been
+// reaped), or when the limit has ended the connection.
 func (d *downstream) stdioTransport(ctx context.Context) (*transport.Stdio, *stdioChild, chan struct{}, error) {
 	var files []*os.File // every pipe end, closed on failure
 	pipe := func() (r, w *os.File, err error) {
@@ -323,22 +330,18 @@ func (d *downstream) stdioTransport(ctx context.Context) (*transport.Stdio, *std
 	d.mu.Unlock()
 
 	child := &stdioChild{cmd: cmd, stdout: outR, exited: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait() // reaps the child
-		close(child.exited)
-	}()
 	dead := make(chan struct{})
 	var deadOnce sync.Once
 	end := func() { deadOnce.Do(func() { close(dead) }) }
 	go func() {
-		defer end()
-		defer errR.Close()
-		sc := bufio.NewScanner(errR)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			d.log.Info("downstream stderr", "line", sc.Text())
-		}
+		// The connection ends when the server process does, even if a
+		// descendant still holds its pipes (the supervisor then kills
+		// the process group).
+		child.exitErr = cmd.Wait() // reaps the child
+		close(child.exited)
+		end()
 	}()
+	go d.logStderr(errR)
 	child.limit = &lineLimit{r: outR, max: d.pool.maxAnswer, tripped: func(err error) {
 		d.log.Error("downstream message over the size limit; ending the connection", "err", err)
 		_ = outR.Close() // the child's next write fails: it need not be waited for
@@ -355,10 +358,41 @@ func (d *downstream) stdioTransport(ctx context.Context) (*transport.Stdio, *std
 
 // stdioChild is a stdio server process the broker started.
 type stdioChild struct {
-	cmd    *exec.Cmd
-	stdout *os.File
-	limit  *lineLimit
-	exited chan struct{} // closed once the process has exited and been reaped
+	cmd     *exec.Cmd
+	stdout  *os.File
+	limit   *lineLimit
+	exited  chan struct{} // closed once the process has exited and been reaped
+	exitErr error         // cmd.Wait's, set before exited is closed
+}
+
+// stderrLine is how much of one stderr line is logged; the rest of a
+// longer line is skipped (and the line marked truncated), so that a server
+// writing a huge line neither grows the broker's memory nor stops its
+// stderr from being read.
+const stderrLine = 64 << 10
+
+// logStderr logs a stdio child's stderr line by line until every holder of
+// the pipe has closed it.
+func (d *downstream) logStderr(r *os.File) {
+	defer r.Close()
+	br := bufio.NewReaderSize(r, stderrLine)
+	for {
+		line, err := br.ReadSlice('\n')
+		truncated := false
+		if errors.Is(err, bufio.ErrBufferFull) {
+			truncated = true
+			d.log.Info("downstream stderr", "line", strings.TrimRight(string(line), "\r\n"), "truncated", true)
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = br.ReadSlice('\n')
+			}
+		}
+		if !truncated && len(line) > 0 {
+			d.log.Info("downstream stderr", "line", strings.TrimRight(string(line), "\r\n"))
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // Stdio children get this long to exit once their stdin is closed, then

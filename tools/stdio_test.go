@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -24,7 +26,8 @@ import (
 
 // The test binary is also a stdio MCP server, for the stdio tests: run with
 // stdioServerEnv=1 it serves "echo" and "big" (an answer of the asked
-// size) and "sleep" on stdin and stdout, and exits.
+// size), "sleep", "stderr_flood" and "spawn_and_exit" on stdin and stdout,
+// and exits.
 const stdioServerEnv = "MCPBROKER_TOOLS_TEST_STDIO_SERVER"
 
 func TestMain(m *testing.M) {
@@ -39,6 +42,22 @@ func TestMain(m *testing.M) {
 		s.AddTool(mcp.NewTool("sleep", mcp.WithNumber("ms")), func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 			time.Sleep(time.Duration(r.GetInt("ms", 0)) * time.Millisecond)
 			return mcp.NewToolResultText("slept"), nil
+		})
+		s.AddTool(mcp.NewTool("stderr_flood", mcp.WithNumber("bytes")), func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			fmt.Fprintf(os.Stderr, "%s\nafter the flood\n", strings.Repeat("e", r.GetInt("bytes", 0)))
+			return mcp.NewToolResultText("flooded"), nil
+		})
+		s.AddTool(mcp.NewTool("spawn_and_exit", mcp.WithString("pidfile")), func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			// A descendant that keeps the server's stdout and stderr open
+			// after the server itself exits.
+			c := exec.Command("sleep", "60")
+			c.Stdout, c.Stderr = os.Stdout, os.Stderr
+			if err := c.Start(); err != nil {
+				return nil, err
+			}
+			_ = os.WriteFile(r.GetString("pidfile", ""), []byte(strconv.Itoa(c.Process.Pid)), 0o600)
+			os.Exit(0)
+			return nil, nil
 		})
 		if err := server.ServeStdio(s); err != nil {
 			os.Exit(1)
@@ -500,5 +519,96 @@ func TestEventLimitNoCRBypass(t *testing.T) {
 		if got, err := io.ReadAll(b); !errors.Is(err, ErrAnswerTooLarge) || len(got) > 64+8 {
 			t.Errorf("%.30q…: %d bytes through a 64-byte limit, %v", in, len(got), err)
 		}
+	}
+}
+
+// TestStdioServerExitsLeavingADescendant: a server that exits while a
+// process it started still holds its stdout and stderr ends the
+// connection when it exits (the call in flight fails at once, not at its
+// deadline); the supervisor kills what is left of the group and starts
+// the server again.
+func TestStdioServerExitsLeavingADescendant(t *testing.T) {
+	logs := &lockedBuffer{}
+	p := stdioPool(t, 0, logs)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tool, ok := p.Snapshot().Tool("s__spawn_and_exit")
+	if !ok {
+		t.Fatal("no tool")
+	}
+	pidfile := t.TempDir() + "/pid"
+	start := time.Now()
+	callCtx, callCancel := context.WithTimeout(ctx, 20*time.Second)
+	_, err := p.CallTool(callCtx, tool, []byte(`{"pidfile":`+strconv.Quote(pidfile)+`}`), nil)
+	callCancel()
+	if err == nil || time.Since(start) > 10*time.Second {
+		t.Fatalf("the call to a server that exited: %v after %v", err, time.Since(start))
+	}
+	b, err := os.ReadFile(pidfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(string(b))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		echo, _ := p.Snapshot().Tool("s__echo")
+		if echo != nil {
+			if res, err := p.CallTool(ctx, echo, []byte(`{"text":"again"}`), nil); err == nil && !res.IsError {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no working call after the server exited\nlogs:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The descendant was killed with the group (a zombie waiting for its
+	// new parent to reap it counts as gone).
+	for {
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil || strings.Contains(string(st), ") Z ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the descendant %d outlived the server's restart: %s", pid, st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestStdioLongStderrLine: a stderr line longer than the log takes is
+// logged truncated, the lines after it are logged, and the server is not
+// taken for dead.
+func TestStdioLongStderrLine(t *testing.T) {
+	logs := &lockedBuffer{}
+	p := stdioPool(t, 0, logs)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	call := func(name, args string) (*mcp.CallToolResult, error) {
+		tool, ok := p.Snapshot().Tool("s__" + name)
+		if !ok {
+			return nil, errors.New("no tool s__" + name)
+		}
+		return p.CallTool(ctx, tool, []byte(args), nil)
+	}
+	if res, err := call("stderr_flood", `{"bytes":2097152}`); err != nil || res.IsError {
+		t.Fatalf("stderr_flood: %v %+v", err, res)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "after the flood") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the line after the long one was not logged:\n%.2000s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if res, err := call("echo", `{"text":"still here"}`); err != nil || res.IsError {
+		t.Fatalf("echo after the long stderr line: %v %+v", err, res)
+	}
+	l := logs.String()
+	if !strings.Contains(l, "truncated=true") || strings.Contains(l, "reconnecting") {
+		t.Errorf("want one truncated stderr line and no reconnect:\n%.2000s", l)
+	}
+	if len(l) > 1<<20 {
+		t.Errorf("the log took %d bytes for a 2 MiB stderr line", len(l))
 	}
 }
