@@ -70,7 +70,13 @@ func TestMain(m *testing.M) {
 // stdioPool starts a pool with this test binary as its stdio server "s".
 func stdioPool(t *testing.T, maxAnswer int64, logs io.Writer) *Pool {
 	t.Helper()
-	spec := Spec{Name: "s", Transport: TransportStdio, Command: os.Args[0], Env: map[string]string{stdioServerEnv: "1"}, Prefix: "s__"}
+	return startPool(t, Spec{Name: "s", Transport: TransportStdio, Command: os.Args[0], Env: map[string]string{stdioServerEnv: "1"}, Prefix: "s__"}, maxAnswer, logs)
+}
+
+// startPool starts a pool on spec with this answer limit, logging to logs
+// at debug level, and closes it at cleanup.
+func startPool(t *testing.T, spec Spec, maxAnswer int64, logs io.Writer) *Pool {
+	t.Helper()
 	p, err := NewPool([]Spec{spec}, Options{MaxAnswerBytes: maxAnswer,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
@@ -81,6 +87,15 @@ func stdioPool(t *testing.T, maxAnswer int64, logs io.Writer) *Pool {
 	}
 	t.Cleanup(func() { p.Close() })
 	return p
+}
+
+// callNamed calls the tool exposed as name on p.
+func callNamed(ctx context.Context, p *Pool, name, args string) (*mcp.CallToolResult, error) {
+	tool, ok := p.Snapshot().Tool(name)
+	if !ok {
+		return nil, errors.New("no tool " + name)
+	}
+	return p.CallTool(ctx, tool, []byte(args), nil)
 }
 
 // lockedBuffer is a log sink the pool's goroutines write while the test
@@ -111,13 +126,7 @@ func TestStdioAnswerTooLarge(t *testing.T) {
 	p := stdioPool(t, 64<<10, logs)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	call := func(name string, args string) (*mcp.CallToolResult, error) {
-		tool, ok := p.Snapshot().Tool("s__" + name)
-		if !ok {
-			return nil, errors.New("no tool s__" + name)
-		}
-		return p.CallTool(ctx, tool, []byte(args), nil)
-	}
+	call := func(name, args string) (*mcp.CallToolResult, error) { return callNamed(ctx, p, "s__"+name, args) }
 	if res, err := call("big", `{"bytes":1000}`); err != nil || res.IsError {
 		t.Fatalf("a 1000-byte answer: %v %+v", err, res)
 	}
@@ -233,17 +242,7 @@ func ssePool(t *testing.T, wrap func(http.Handler) http.Handler, logs io.Writer)
 	hs := &http.Server{Handler: h}
 	go func() { _ = hs.Serve(ln) }()
 	t.Cleanup(func() { hs.Close() })
-	spec := Spec{Name: "e", Transport: TransportSSE, URL: base + "/sse", Prefix: "e__"}
-	p, err := NewPool([]Spec{spec}, Options{MaxAnswerBytes: 64 << 10,
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(context.Background(), 15*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	return p
+	return startPool(t, Spec{Name: "e", Transport: TransportSSE, URL: base + "/sse", Prefix: "e__"}, 64<<10, logs)
 }
 
 // TestSSEAnswerTooLarge: on the SSE transport every answer comes as an
@@ -255,13 +254,7 @@ func TestSSEAnswerTooLarge(t *testing.T) {
 	p := ssePool(t, nil, logs)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	call := func(name, args string) (*mcp.CallToolResult, error) {
-		tool, ok := p.Snapshot().Tool("e__" + name)
-		if !ok {
-			return nil, errors.New("no tool e__" + name)
-		}
-		return p.CallTool(ctx, tool, []byte(args), nil)
-	}
+	call := func(name, args string) (*mcp.CallToolResult, error) { return callNamed(ctx, p, "e__"+name, args) }
 	if res, err := call("big", `{"bytes":1000}`); err != nil || res.IsError {
 		t.Fatalf("a 1000-byte answer: %v %+v", err, res)
 	}
@@ -407,11 +400,7 @@ func TestStdioOtherCallsNotTooLarge(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	call := func(name, args string) error {
-		tool, ok := p.Snapshot().Tool("s__" + name)
-		if !ok {
-			return errors.New("no tool s__" + name)
-		}
-		_, err := p.CallTool(ctx, tool, []byte(args), nil)
+		_, err := callNamed(ctx, p, "s__"+name, args)
 		return err
 	}
 	slow := make(chan error, 1)
@@ -458,44 +447,19 @@ func (w plainCT) Flush()                      { w.fix(); w.ResponseWriter.(http.
 // over GET (SEP-1699) that passes the limit fails as ErrAnswerTooLarge
 // through mcp-go's client (which reports the cut stream as a nil response).
 func TestResumedAnswerTooLarge(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet {
-			w.Header().Set("Content-Type", "text/event-stream")
-			fmt.Fprintf(w, "id: 2\ndata: {\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"%s\"}]}}\n\n",
-				strings.TrimPrefix(r.Header.Get("Last-Event-ID"), "call-"), strings.Repeat("x", 1<<20))
-			return
-		}
-		var m struct {
-			ID     json.RawMessage `json:"id"`
-			Method string          `json:"method"`
-		}
-		b, _ := io.ReadAll(r.Body)
-		_ = json.Unmarshal(b, &m)
-		w.Header().Set("Mcp-Session-Id", "s1")
-		switch m.Method {
-		case "initialize":
-			w.Header().Set("Content-Type", "application/json")
-			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"x","version":"1"}}}`, m.ID)
-		case "tools/list":
-			w.Header().Set("Content-Type", "application/json")
-			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"big","inputSchema":{"type":"object"}}]}}`, m.ID)
-		case "tools/call":
-			w.Header().Set("Content-Type", "text/event-stream")
-			fmt.Fprintf(w, "id: call-%s\nretry: 10\ndata:\n\n", m.ID) // a priming event, then the stream ends
-		default:
-			w.WriteHeader(http.StatusAccepted)
-		}
-	}))
-	defer srv.Close()
-	spec := Spec{Name: "h", Transport: TransportStreamableHTTP, URL: srv.URL, Prefix: "h__", ProtocolVersion: "2025-11-25"}
-	p, err := NewPool([]Spec{spec}, Options{MaxAnswerBytes: 64 << 10, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
+	hs := &handServer{tools: []string{"big"}}
+	hs.call = func(w http.ResponseWriter, id json.RawMessage, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, "id: call-%s\nretry: 10\ndata:\n\n", id) // a priming event, then the stream ends
 	}
-	if err := p.Start(context.Background(), 10*time.Second); err != nil {
-		t.Fatal(err)
+	hs.get = func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, "id: 2\ndata: {\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"%s\"}]}}\n\n",
+			strings.TrimPrefix(r.Header.Get("Last-Event-ID"), "call-"), strings.Repeat("x", 1<<20))
 	}
-	defer p.Close()
+	srv := httptest.NewServer(hs)
+	t.Cleanup(srv.Close) // after the pool's cleanup
+	p := startPool(t, Spec{Name: "h", Transport: TransportStreamableHTTP, URL: srv.URL, Prefix: "h__", ProtocolVersion: "2025-11-25"}, 64<<10, io.Discard)
 	tool, ok := p.Snapshot().Tool("h__big")
 	if !ok {
 		t.Fatal("no tool")
@@ -584,13 +548,7 @@ func TestStdioLongStderrLine(t *testing.T) {
 	p := stdioPool(t, 0, logs)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	call := func(name, args string) (*mcp.CallToolResult, error) {
-		tool, ok := p.Snapshot().Tool("s__" + name)
-		if !ok {
-			return nil, errors.New("no tool s__" + name)
-		}
-		return p.CallTool(ctx, tool, []byte(args), nil)
-	}
+	call := func(name, args string) (*mcp.CallToolResult, error) { return callNamed(ctx, p, "s__"+name, args) }
 	if res, err := call("stderr_flood", `{"bytes":2097152}`); err != nil || res.IsError {
 		t.Fatalf("stderr_flood: %v %+v", err, res)
 	}
