@@ -336,18 +336,32 @@ func (d *downstream) stdioTransport(ctx context.Context) (*transport.Stdio, *std
 	go func() {
 		// The connection ends when the server process does, even if a
 		// descendant still holds its pipes (the supervisor then kills
-		// the process group).
+		// the process group). What the server wrote before it exited is
+		// in the stdout pipe: mcp-go's reader gets it all, then EOF, and
+		// the connection ends there, so answers written just before the
+		// exit reach their calls. Past stdioDrain a descendant that
+		// still holds the pipes no longer keeps them open for us.
 		child.exitErr = cmd.Wait() // reaps the child
 		close(child.exited)
-		end()
+		drained := time.Now().Add(stdioDrain)
+		_ = outR.SetReadDeadline(drained)
+		_ = errR.SetReadDeadline(drained.Add(stdioDrain))
+		select {
+		case <-dead:
+		case <-time.After(2 * stdioDrain):
+			end() // mcp-go's reader is not reading: end it anyway
+		}
 	}()
 	go d.logStderr(errR)
-	child.limit = &lineLimit{r: outR, max: d.pool.maxAnswer, tripped: func(err error) {
+	child.limit = &lineLimit{r: outR, max: d.pool.maxAnswer, eof: end, tripped: func(err error) {
 		d.log.Error("downstream message over the size limit; ending the connection", "err", err)
 		_ = outR.Close() // the child's next write fails: it need not be waited for
 		end()
 	}}
-	st := transport.NewIO(child.limit, inW, nil)
+	st := transport.NewIO(child.limit, &stallWriter{f: inW, timeout: stdioWriteTimeout, stalled: func() {
+		d.log.Error("downstream server stopped reading its stdin; ending the connection", "after", stdioWriteTimeout)
+		end()
+	}}, nil)
 	if err := st.Start(ctx); err != nil {
 		_ = st.Close()
 		child.stop()
@@ -375,7 +389,7 @@ const stderrLine = 64 << 10
 // the pipe has closed it.
 func (d *downstream) logStderr(r *os.File) {
 	defer r.Close()
-	br := bufio.NewReaderSize(r, stderrLine)
+	br := bufio.NewReaderSize(r, stderrLine+2) // a line of stderrLine bytes and its CRLF fit
 	for {
 		line, err := br.ReadSlice('\n')
 		truncated := false
@@ -394,6 +408,37 @@ func (d *downstream) logStderr(r *os.File) {
 		}
 	}
 }
+
+// stdioDrain bounds how long after a stdio child's exit its stdout and
+// stderr are read (a descendant may hold them open).
+const stdioDrain = 250 * time.Millisecond
+
+// stdioWriteTimeout bounds one write of a request to a stdio child's
+// stdin: a server that stops reading it (its pipe full) ends the
+// connection rather than holding every call, and the re-sync, for as long
+// as it lives. A var for the tests.
+var stdioWriteTimeout = 30 * time.Second
+
+// stallWriter writes to a stdio child's stdin with a deadline per write;
+// one that times out has left a request half written, so the connection
+// is ended (stalled).
+type stallWriter struct {
+	f       *os.File
+	timeout time.Duration
+	stalled func()
+}
+
+func (w *stallWriter) Write(p []byte) (int, error) {
+	_ = w.f.SetWriteDeadline(time.Now().Add(w.timeout))
+	n, err := w.f.Write(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		w.stalled()
+		err = fmt.Errorf("the server has not read its stdin for %v: %w", w.timeout, err)
+	}
+	return n, err
+}
+
+func (w *stallWriter) Close() error { return w.f.Close() }
 
 // Stdio children get this long to exit once their stdin is closed, then
 // this long after SIGTERM (mcp-go's own timings); the supervisor then
@@ -436,6 +481,7 @@ type lineLimit struct {
 	err     *tooLargeError // returned; set before passed
 	passed  atomic.Bool
 	tripped func(error)
+	eof     func() // called when the stream ends (EOF, or the drain deadline after the child's exit)
 }
 
 func (l *lineLimit) Read(p []byte) (int, error) {
@@ -450,6 +496,12 @@ func (l *lineLimit) Read(p []byte) (int, error) {
 		return 0, l.err
 	}
 	n, err := l.r.Read(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = io.EOF // the child exited and its output is drained
+	}
+	if err != nil && l.eof != nil {
+		defer l.eof()
+	}
 	if l.max <= 0 {
 		return n, err
 	}
@@ -463,7 +515,7 @@ func (l *lineLimit) Read(p []byte) (int, error) {
 		if l.n+int64(len(line)) > l.max {
 			over := off + int(l.max-l.n) // the first byte past the limit
 			l.head.addAll(line[:over-off])
-			l.pending = &tooLargeError{what: "a message on the server's stdout", max: l.max, id: l.head.id()}
+			l.pending = newTooLarge("a message on the server's stdout", l.max, l.head.bytes())
 			if over == 0 {
 				return l.Read(p)
 			}

@@ -118,7 +118,7 @@ func (b *eventLimitedBody) Read(p []byte) (int, error) {
 		}
 		b.head.add(c)
 		if b.n++; b.n > b.max {
-			b.pending = &tooLargeError{what: "an event on the server's stream", max: b.max, id: b.head.id()}
+			b.pending = newTooLarge("an event on the server's stream", b.max, b.head.bytes())
 			b.trip.set(b.pending)
 			if i == 0 {
 				return 0, b.pending
@@ -132,9 +132,10 @@ func (b *eventLimitedBody) Read(p []byte) (int, error) {
 // tooLargeError is ErrAnswerTooLarge, with the JSON-RPC id of the answer
 // that passed the limit when its first bytes name it.
 type tooLargeError struct {
-	what string
-	max  int64
-	id   []byte // the raw id token, or nil
+	what    string
+	max     int64
+	id      []byte // the raw id token, or nil
+	request bool   // the message has a method: a server request or notification, no answer
 }
 
 func (e *tooLargeError) Error() string {
@@ -146,11 +147,23 @@ func (e *tooLargeError) Is(target error) bool { return target == ErrAnswerTooLar
 // concerns reports whether the answer that passed the limit may be the one
 // to the request with this id: true when it is, or when its id is unknown.
 func (e *tooLargeError) concerns(id mcp.RequestId) bool {
+	if e.request {
+		return false // not an answer: the calls merely lost their connection
+	}
 	if e.id == nil {
 		return true
 	}
-	raw, err := json.Marshal(id)
-	return err != nil || bytes.Equal(raw, e.id)
+	var got mcp.RequestId
+	if err := json.Unmarshal(e.id, &got); err != nil {
+		return true
+	}
+	return got.String() == id.String() // as mcp-go matches answers to requests
+}
+
+// newTooLarge is the limit error for a message whose first bytes are head.
+func newTooLarge(what string, max int64, head []byte) *tooLargeError {
+	id, request := topLevel(head)
+	return &tooLargeError{what: what, max: max, id: id, request: request}
 }
 
 // answerTrip holds, for one request, the limit error its answer's stream
@@ -208,15 +221,16 @@ func (p *idPrefix) addAll(b []byte) { p.n += copy(p.b[p.n:], b) }
 
 func (p *idPrefix) reset() { p.n = 0 }
 
-func (p *idPrefix) id() []byte { return topLevelID(p.b[:p.n]) }
+func (p *idPrefix) bytes() []byte { return p.b[:p.n] }
 
-// topLevelID returns the raw value of the "id" member of the JSON object
-// that starts at the first '{' in b, if b holds it whole (a number or a
-// string; nil for anything else, or when b ends first).
-func topLevelID(b []byte) []byte {
+// topLevel reads the top-level members of the JSON object that starts at
+// the first '{' in b, as far as b goes: the raw value of "id" (a number or
+// a string seen whole; the last one, as encoding/json keeps), and whether
+// there is a "method" (a request or notification, not an answer).
+func topLevel(b []byte) (id []byte, request bool) {
 	i := bytes.IndexByte(b, '{')
 	if i < 0 {
-		return nil
+		return nil, false
 	}
 	depth := 0
 	for i < len(b) {
@@ -227,46 +241,50 @@ func topLevelID(b []byte) []byte {
 		case '}', ']':
 			depth--
 			if depth <= 0 {
-				return nil
+				return id, request
 			}
 			i++
 		case '"':
 			end := stringEnd(b, i)
 			if end < 0 {
-				return nil
+				return id, request
 			}
-			key := depth == 1 && string(b[i:end]) == `"id"`
+			key := string(b[i:end])
 			i = end
-			if !key {
+			if depth != 1 || (key != `"id"` && key != `"method"`) {
 				continue
 			}
 			j := skipSpace(b, i)
 			if j >= len(b) || b[j] != ':' {
 				continue // a value, not a key
 			}
+			if key == `"method"` {
+				request = true
+				continue
+			}
 			j = skipSpace(b, j+1)
 			if j >= len(b) {
-				return nil
+				return id, request
 			}
 			if b[j] == '"' {
 				if e := stringEnd(b, j); e > 0 {
-					return bytes.Clone(b[j:e])
+					id, i = bytes.Clone(b[j:e]), e
 				}
-				return nil
+				continue
 			}
 			e := j
 			for e < len(b) && strings.IndexByte("-+.0123456789eE", b[e]) >= 0 {
 				e++
 			}
-			if e == j || e == len(b) {
-				return nil // not a number, or maybe cut short
+			if e > j && e < len(b) { // a number, and not cut short
+				id = bytes.Clone(b[j:e])
 			}
-			return bytes.Clone(b[j:e])
+			i = e
 		default:
 			i++
 		}
 	}
-	return nil
+	return id, request
 }
 
 // stringEnd returns the index just past the JSON string that starts at

@@ -1,6 +1,7 @@
 package tools
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -20,6 +21,7 @@ import (
 	"testing/iotest"
 	"time"
 
+	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 )
@@ -31,6 +33,10 @@ import (
 const stdioServerEnv = "MCPBROKER_TOOLS_TEST_STDIO_SERVER"
 
 func TestMain(m *testing.M) {
+	if os.Getenv(rawServerEnv) == "1" {
+		rawServer()
+		os.Exit(0)
+	}
 	if os.Getenv(stdioServerEnv) == "1" {
 		s := server.NewMCPServer("stdio-test", "1", server.WithToolCapabilities(false))
 		s.AddTool(mcp.NewTool("echo", mcp.WithString("text")), func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
@@ -318,15 +324,17 @@ func TestEventLimitedBody(t *testing.T) {
 // answer that passed it when its first bytes name it at the top level.
 func TestLimitsNameTheAnswer(t *testing.T) {
 	for _, tc := range []struct{ in, id string }{
+		{`{"jsonrpc":"2.0","id":3.0,"result":{"x":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx`, "3.0"},
+		{`{"id":1,"jsonrpc":"2.0","id":2,"result":{"x":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx`, "2"}, // the last, as encoding/json
 		{`{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx`, "7"},
 		{`{"jsonrpc":"2.0","id":"a\"b","result":{"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx`, `"a\"b"`},
 		{`{"result":{"id":5,"text":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx`, ""}, // nested id only
 		{`{"result":{"x":[1,{"id":3}]},"id":9,"jsonrpc":"2.0","more":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx`, "9"},
 		{`{"jsonrpc":"2.0","result":"id","id":12`, ""}, // cut short: the number may go on
 	} {
-		got := topLevelID([]byte(tc.in))
-		if string(got) != tc.id {
-			t.Errorf("topLevelID(%.50q) = %q, want %q", tc.in, got, tc.id)
+		got, request := topLevel([]byte(tc.in))
+		if string(got) != tc.id || request {
+			t.Errorf("topLevel(%.50q) = %q, %v; want %q, false", tc.in, got, request, tc.id)
 		}
 	}
 	in := "event: message\ndata: " + `{"jsonrpc":"2.0","id":42,"result":{"text":"` + strings.Repeat("x", 200) + "\n\n"
@@ -344,6 +352,35 @@ func TestLimitsNameTheAnswer(t *testing.T) {
 	_, err = io.ReadAll(l)
 	if !errors.As(err, &over) || string(over.id) != `"s-1"` || !over.concerns(mcp.NewRequestId("s-1")) {
 		t.Fatalf("line limit error %v", err)
+	}
+}
+
+// TestLimitsBlameNoCallForServerMessages: an oversized request or
+// notification from the server is no call's answer: no call is told its
+// answer was too large (they fail as a lost connection). An id spelled
+// differently (3.0) still names request 3, as mcp-go matches it.
+func TestLimitsBlameNoCallForServerMessages(t *testing.T) {
+	big := strings.Repeat("x", 1000)
+	for _, tc := range []struct{ name, msg string }{
+		{"server request", `{"jsonrpc":"2.0","id":3,"method":"sampling/createMessage","params":{"messages":[{"role":"user","content":{"type":"text","text":"` + big + `"}}]}}` + "\n"},
+		{"server request, method after a long id", `{"jsonrpc":"2.0","id":3,"method":"x","params":"` + big + `"}` + "\n"},
+		{"notification", `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"` + big + `"}}` + "\n"},
+	} {
+		l := &lineLimit{r: strings.NewReader(tc.msg), max: 600}
+		_, err := io.ReadAll(l)
+		var over *tooLargeError
+		if !errors.As(err, &over) {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if over.concerns(mcp.NewRequestId(int64(3))) {
+			t.Errorf("%s: the broker's request 3 is told its answer was too large", tc.name)
+		}
+	}
+	l := &lineLimit{r: strings.NewReader(`{"jsonrpc":"2.0","id":3.0,"result":{"x":"` + big + `"}}` + "\n"), max: 600}
+	_, err := io.ReadAll(l)
+	var over *tooLargeError
+	if !errors.As(err, &over) || !over.concerns(mcp.NewRequestId(int64(3))) || over.concerns(mcp.NewRequestId(int64(4))) {
+		t.Errorf("id 3.0: %v", err)
 	}
 }
 
@@ -569,4 +606,193 @@ func TestStdioLongStderrLine(t *testing.T) {
 	if len(l) > 1<<20 {
 		t.Errorf("the log took %d bytes for a 2 MiB stderr line", len(l))
 	}
+}
+
+// rawServerEnv makes the test binary a hand-written stdio server
+// (rawServer): it answers tools/call "bye" with a text of
+// RAW_SERVER_SIZE bytes and exits at once; with RAW_SERVER_STALL=1 it
+// stops reading stdin instead of answering.
+const rawServerEnv = "MCPBROKER_TOOLS_TEST_RAW_SERVER"
+
+func rawServer() {
+	in := bufio.NewReader(os.Stdin)
+	out := bufio.NewWriterSize(os.Stdout, 1<<20)
+	size, _ := strconv.Atoi(os.Getenv("RAW_SERVER_SIZE"))
+	for {
+		line, err := in.ReadBytes('\n')
+		if err != nil {
+			return
+		}
+		var m struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		_ = json.Unmarshal(line, &m)
+		if m.ID == nil {
+			continue
+		}
+		switch m.Method {
+		case "initialize":
+			fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"raw","version":"1"}}}`+"\n", m.ID)
+		case "tools/list":
+			fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"bye","inputSchema":{"type":"object"}}]}}`+"\n", m.ID)
+		case "tools/call":
+			if os.Getenv("RAW_SERVER_STALL") == "1" {
+				time.Sleep(time.Hour) // busy: stdin is not read any more
+			}
+			fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"%s"}]}}`+"\n", m.ID, strings.Repeat("x", size))
+			out.Flush()
+			os.Exit(0)
+		default:
+			fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"no"}}`+"\n", m.ID)
+		}
+		out.Flush()
+	}
+}
+
+func rawPool(t *testing.T, env map[string]string, logs io.Writer) *Pool {
+	t.Helper()
+	env[rawServerEnv] = "1"
+	return startPool(t, Spec{Name: "s", Transport: TransportStdio, Command: os.Args[0], Env: env, Prefix: "s__"}, 0, logs)
+}
+
+// TestStdioAnswerThenExit: an answer a server writes just before it exits
+// reaches its call (the connection ends after stdout is drained, not at
+// the exit).
+func TestStdioAnswerThenExit(t *testing.T) {
+	for _, size := range []int{100, 4 << 20} {
+		t.Run(strconv.Itoa(size), func(t *testing.T) {
+			logs := &lockedBuffer{}
+			p := rawPool(t, map[string]string{"RAW_SERVER_SIZE": strconv.Itoa(size)}, logs)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			var prev *client.Client
+			for i := 0; i < 3; i++ {
+				deadline := time.Now().Add(20 * time.Second)
+				for { // the connection to the server started after the last one exited
+					d, _ := p.server("s")
+					if c, err := d.current(); err == nil && c != prev {
+						prev = c
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("no reconnect\n%s", logs.String())
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				res, err := callNamed(ctx, p, "s__bye", `{}`)
+				if err != nil || len(res.Content) != 1 || len(res.Content[0].(mcp.TextContent).Text) != size {
+					t.Fatalf("call %d: the answer written before the exit was lost: %v", i, err)
+				}
+			}
+		})
+	}
+}
+
+// TestStdioStdinStall: a server that stops reading its stdin while
+// requests fill the pipe ends the connection after stdioWriteTimeout; the
+// call blocked writing fails then, not when the process dies.
+func TestStdioStdinStall(t *testing.T) {
+	old := stdioWriteTimeout
+	stdioWriteTimeout = time.Second
+	t.Cleanup(func() { stdioWriteTimeout = old })
+	logs := &lockedBuffer{}
+	p := rawPool(t, map[string]string{"RAW_SERVER_STALL": "1"}, logs)
+	go func() { // makes the server stall
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, _ = callNamed(ctx, p, "s__bye", `{}`)
+	}()
+	time.Sleep(200 * time.Millisecond)
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := callNamed(ctx, p, "s__bye", `{"blob":"`+strings.Repeat("a", 256<<10)+`"}`)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the call to a stalled server succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a call to a server that does not read its stdin is still blocked after 10 s")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "stopped reading its stdin") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no log of the stall:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestLogStderrLines: CRLF, a final line without a newline, a line of
+// exactly stderrLine bytes (whole, not truncated), and a longer one
+// (truncated, the next line still logged).
+func TestLogStderrLines(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		lines    []int  // lengths of the logged lines
+		trunc    []bool // which were marked truncated
+	}{
+		{"crlf and a final line without newline", "a\r\nbb\nccc", []int{1, 2, 3}, []bool{false, false, false}},
+		{"exactly stderrLine bytes", strings.Repeat("x", stderrLine) + "\nnext\n", []int{stderrLine, 4}, []bool{false, false}},
+		{"stderrLine bytes then CRLF", strings.Repeat("x", stderrLine) + "\r\nnext\n", []int{stderrLine, 4}, []bool{false, false}},
+		{"a longer line", strings.Repeat("y", 200<<10) + "\nnext\n", []int{stderrLine + 2, 4}, []bool{true, false}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := &lineRecorder{}
+			d := &downstream{log: slog.New(h)}
+			done := make(chan struct{})
+			go func() { d.logStderr(r); close(done) }()
+			go func() { _, _ = io.WriteString(w, tc.in); w.Close() }()
+			<-done
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if len(h.lines) != len(tc.lines) {
+				t.Fatalf("%d lines logged, want %d", len(h.lines), len(tc.lines))
+			}
+			for i := range h.lines {
+				if len(h.lines[i]) != tc.lines[i] || h.trunc[i] != tc.trunc[i] {
+					t.Errorf("line %d: %d bytes, truncated %v; want %d, %v", i, len(h.lines[i]), h.trunc[i], tc.lines[i], tc.trunc[i])
+				}
+			}
+		})
+	}
+}
+
+// lineRecorder is a slog handler keeping each record's line and truncated
+// attributes.
+type lineRecorder struct {
+	mu    sync.Mutex
+	lines []string
+	trunc []bool
+}
+
+func (h *lineRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (h *lineRecorder) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *lineRecorder) WithGroup(string) slog.Handler            { return h }
+func (h *lineRecorder) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var line string
+	tr := false
+	r.Attrs(func(a slog.Attr) bool {
+		switch a.Key {
+		case "line":
+			line = a.Value.String()
+		case "truncated":
+			tr = a.Value.Bool()
+		}
+		return true
+	})
+	h.lines = append(h.lines, line)
+	h.trunc = append(h.trunc, tr)
+	return nil
 }
