@@ -155,12 +155,13 @@ func (d *downstream) watch(ctx context.Context, c *client.Client, dead <-chan st
 					if over := ts.child.limit.over(); over != nil {
 						return over
 					}
-					select {
+					select { // stdout may end just before the exit is seen
 					case <-ts.child.exited:
 						if err := ts.child.exitErr; err != nil {
 							return fmt.Errorf("process exited: %w", err)
 						}
-					default:
+					case <-time.After(2 * stdioDrain):
+						return errors.New("the server closed its stdout")
 					}
 				}
 				return errors.New("process exited")
@@ -343,17 +344,18 @@ func (d *downstream) stdioTransport(ctx context.Context) (*transport.Stdio, *std
 		// still holds the pipes no longer keeps them open for us.
 		child.exitErr = cmd.Wait() // reaps the child
 		close(child.exited)
-		drained := time.Now().Add(stdioDrain)
-		_ = outR.SetReadDeadline(drained)
-		_ = errR.SetReadDeadline(drained.Add(stdioDrain))
+		// A read in progress ends if nothing more comes; lineLimit sets
+		// the deadline again before each read from now on.
+		_ = outR.SetReadDeadline(time.Now().Add(stdioDrain))
+		_ = errR.SetReadDeadline(time.Now().Add(2 * stdioDrain))
 		select {
 		case <-dead:
-		case <-time.After(2 * stdioDrain):
+		case <-time.After(stdioDrainMax + 5*time.Second):
 			end() // mcp-go's reader is not reading: end it anyway
 		}
 	}()
 	go d.logStderr(errR)
-	child.limit = &lineLimit{r: outR, max: d.pool.maxAnswer, eof: end, tripped: func(err error) {
+	child.limit = &lineLimit{r: outR, f: outR, exited: child.exited, max: d.pool.maxAnswer, eof: end, tripped: func(err error) {
 		d.log.Error("downstream message over the size limit; ending the connection", "err", err)
 		_ = outR.Close() // the child's next write fails: it need not be waited for
 		end()
@@ -409,9 +411,13 @@ func (d *downstream) logStderr(r *os.File) {
 	}
 }
 
-// stdioDrain bounds how long after a stdio child's exit its stdout and
-// stderr are read (a descendant may hold them open).
-const stdioDrain = 250 * time.Millisecond
+// After a stdio child's exit its stdout is read until nothing has come for
+// stdioDrain, or stdioDrainMax has passed (a descendant may hold the pipe
+// open, and even write to it); its stderr for 2×stdioDrain.
+const (
+	stdioDrain    = 250 * time.Millisecond
+	stdioDrainMax = 5 * time.Second
+)
 
 // stdioWriteTimeout bounds one write of a request to a stdio child's
 // stdin: a server that stops reading it (its pipe full) ends the
@@ -481,7 +487,12 @@ type lineLimit struct {
 	err     *tooLargeError // returned; set before passed
 	passed  atomic.Bool
 	tripped func(error)
-	eof     func() // called when the stream ends (EOF, or the drain deadline after the child's exit)
+	eof     func() // called when the stream ends (EOF, or the drain after the child's exit)
+	// Once exited is closed, each read gets a deadline on f: stdioDrain
+	// from now, and never past stdioDrainMax after the exit was seen.
+	f       *os.File
+	exited  <-chan struct{}
+	drainBy time.Time
 }
 
 func (l *lineLimit) Read(p []byte) (int, error) {
@@ -494,6 +505,21 @@ func (l *lineLimit) Read(p []byte) (int, error) {
 	}
 	if l.passed.Load() {
 		return 0, l.err
+	}
+	if l.exited != nil {
+		select {
+		case <-l.exited:
+			now := time.Now()
+			if l.drainBy.IsZero() {
+				l.drainBy = now.Add(stdioDrainMax)
+			}
+			by := now.Add(stdioDrain)
+			if by.After(l.drainBy) {
+				by = l.drainBy
+			}
+			_ = l.f.SetReadDeadline(by)
+		default:
+		}
 	}
 	n, err := l.r.Read(p)
 	if errors.Is(err, os.ErrDeadlineExceeded) {

@@ -132,10 +132,10 @@ func (b *eventLimitedBody) Read(p []byte) (int, error) {
 // tooLargeError is ErrAnswerTooLarge, with the JSON-RPC id of the answer
 // that passed the limit when its first bytes name it.
 type tooLargeError struct {
-	what    string
-	max     int64
-	id      []byte // the raw id token, or nil
-	request bool   // the message has a method: a server request or notification, no answer
+	what   string
+	max    int64
+	id     []byte // the raw id token, or nil
+	answer bool   // the message is an answer ("result" or "error", no "method")
 }
 
 func (e *tooLargeError) Error() string {
@@ -144,11 +144,12 @@ func (e *tooLargeError) Error() string {
 
 func (e *tooLargeError) Is(target error) bool { return target == ErrAnswerTooLarge }
 
-// concerns reports whether the answer that passed the limit may be the one
-// to the request with this id: true when it is, or when its id is unknown.
+// concerns reports whether the message that passed the limit may be the
+// answer to the request with this id: true when it is an answer with this
+// id, or an answer whose id was not seen; false for anything else.
 func (e *tooLargeError) concerns(id mcp.RequestId) bool {
-	if e.request {
-		return false // not an answer: the calls merely lost their connection
+	if !e.answer {
+		return false // not an answer (or not seen to be one): the calls merely lost their connection
 	}
 	if e.id == nil {
 		return true
@@ -162,8 +163,8 @@ func (e *tooLargeError) concerns(id mcp.RequestId) bool {
 
 // newTooLarge is the limit error for a message whose first bytes are head.
 func newTooLarge(what string, max int64, head []byte) *tooLargeError {
-	id, request := topLevel(head)
-	return &tooLargeError{what: what, max: max, id: id, request: request}
+	id, answer := topLevel(head)
+	return &tooLargeError{what: what, max: max, id: id, answer: answer}
 }
 
 // answerTrip holds, for one request, the limit error its answer's stream
@@ -224,10 +225,20 @@ func (p *idPrefix) reset() { p.n = 0 }
 func (p *idPrefix) bytes() []byte { return p.b[:p.n] }
 
 // topLevel reads the top-level members of the JSON object that starts at
-// the first '{' in b, as far as b goes: the raw value of "id" (a number or
-// a string seen whole; the last one, as encoding/json keeps), and whether
-// there is a "method" (a request or notification, not an answer).
-func topLevel(b []byte) (id []byte, request bool) {
+// the first '{' in b, as far as b goes. answer is whether b shows the
+// message is an answer: a "result" or "error" member, and no "method" (a
+// request or notification; some encoders put "method" after a long
+// "params", so a message that shows neither is not taken for an answer).
+// id is the raw value of an answer's "id" (a number or a string seen
+// whole; the last one, as encoding/json keeps), or nil.
+func topLevel(b []byte) (id []byte, answer bool) {
+	var request bool
+	defer func() {
+		answer = answer && !request
+		if !answer {
+			id = nil
+		}
+	}()
 	i := bytes.IndexByte(b, '{')
 	if i < 0 {
 		return nil, false
@@ -241,30 +252,34 @@ func topLevel(b []byte) (id []byte, request bool) {
 		case '}', ']':
 			depth--
 			if depth <= 0 {
-				return id, request
+				return id, answer
 			}
 			i++
 		case '"':
 			end := stringEnd(b, i)
 			if end < 0 {
-				return id, request
+				return id, answer
 			}
 			key := string(b[i:end])
 			i = end
-			if depth != 1 || (key != `"id"` && key != `"method"`) {
+			if depth != 1 || (key != `"id"` && key != `"method"` && key != `"result"` && key != `"error"`) {
 				continue
 			}
 			j := skipSpace(b, i)
 			if j >= len(b) || b[j] != ':' {
 				continue // a value, not a key
 			}
-			if key == `"method"` {
+			switch key {
+			case `"method"`:
 				request = true
+				continue
+			case `"result"`, `"error"`:
+				answer = true
 				continue
 			}
 			j = skipSpace(b, j+1)
 			if j >= len(b) {
-				return id, request
+				return id, answer
 			}
 			if b[j] == '"' {
 				if e := stringEnd(b, j); e > 0 {
@@ -284,7 +299,7 @@ func topLevel(b []byte) (id []byte, request bool) {
 			i++
 		}
 	}
-	return id, request
+	return id, answer
 }
 
 // stringEnd returns the index just past the JSON string that starts at

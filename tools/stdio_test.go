@@ -332,9 +332,9 @@ func TestLimitsNameTheAnswer(t *testing.T) {
 		{`{"result":{"x":[1,{"id":3}]},"id":9,"jsonrpc":"2.0","more":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx`, "9"},
 		{`{"jsonrpc":"2.0","result":"id","id":12`, ""}, // cut short: the number may go on
 	} {
-		got, request := topLevel([]byte(tc.in))
-		if string(got) != tc.id || request {
-			t.Errorf("topLevel(%.50q) = %q, %v; want %q, false", tc.in, got, request, tc.id)
+		got, answer := topLevel([]byte(tc.in))
+		if string(got) != tc.id || !answer {
+			t.Errorf("topLevel(%.50q) = %q, %v; want %q, true", tc.in, got, answer, tc.id)
 		}
 	}
 	in := "event: message\ndata: " + `{"jsonrpc":"2.0","id":42,"result":{"text":"` + strings.Repeat("x", 200) + "\n\n"
@@ -365,6 +365,8 @@ func TestLimitsBlameNoCallForServerMessages(t *testing.T) {
 		{"server request", `{"jsonrpc":"2.0","id":3,"method":"sampling/createMessage","params":{"messages":[{"role":"user","content":{"type":"text","text":"` + big + `"}}]}}` + "\n"},
 		{"server request, method after a long id", `{"jsonrpc":"2.0","id":3,"method":"x","params":"` + big + `"}` + "\n"},
 		{"notification", `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"` + big + `"}}` + "\n"},
+		// encoding/json writes mcp.JSONRPCRequest's method after its params.
+		{"server request, method after long params", `{"jsonrpc":"2.0","id":3,"params":{"messages":[{"role":"user","content":{"type":"text","text":"` + big + `"}}]},"method":"sampling/createMessage"}` + "\n"},
 	} {
 		l := &lineLimit{r: strings.NewReader(tc.msg), max: 600}
 		_, err := io.ReadAll(l)
@@ -610,8 +612,9 @@ func TestStdioLongStderrLine(t *testing.T) {
 
 // rawServerEnv makes the test binary a hand-written stdio server
 // (rawServer): it answers tools/call "bye" with a text of
-// RAW_SERVER_SIZE bytes and exits at once; with RAW_SERVER_STALL=1 it
-// stops reading stdin instead of answering.
+// RAW_SERVER_SIZE bytes and exits at once (with code RAW_SERVER_EXIT);
+// with RAW_SERVER_STALL=1 it stops reading stdin instead of answering;
+// with RAW_SERVER_PAIR=1 it waits for a second call and answers both.
 const rawServerEnv = "MCPBROKER_TOOLS_TEST_RAW_SERVER"
 
 func rawServer() {
@@ -640,9 +643,23 @@ func rawServer() {
 			if os.Getenv("RAW_SERVER_STALL") == "1" {
 				time.Sleep(time.Hour) // busy: stdin is not read any more
 			}
+			if os.Getenv("RAW_SERVER_PAIR") == "1" {
+				// Wait for a second call; answer the first (big), then the
+				// second ("small"), then exit.
+				line2, _ := in.ReadBytes('\n')
+				var m2 struct {
+					ID json.RawMessage `json:"id"`
+				}
+				_ = json.Unmarshal(line2, &m2)
+				fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"%s"}]}}`+"\n", m.ID, strings.Repeat("x", size))
+				fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"small"}]}}`+"\n", m2.ID)
+				out.Flush()
+				os.Exit(0)
+			}
 			fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"%s"}]}}`+"\n", m.ID, strings.Repeat("x", size))
 			out.Flush()
-			os.Exit(0)
+			code, _ := strconv.Atoi(os.Getenv("RAW_SERVER_EXIT"))
+			os.Exit(code)
 		default:
 			fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"no"}}`+"\n", m.ID)
 		}
@@ -795,4 +812,44 @@ func (h *lineRecorder) Handle(_ context.Context, r slog.Record) error {
 	h.lines = append(h.lines, line)
 	h.trunc = append(h.trunc, tr)
 	return nil
+}
+
+// TestStdioAnswersDrainedAfterExit: a big answer and a small one written
+// back to back just before the server exits both reach their calls, however
+// long the big one takes to decode (the drain waits for the reader, not a
+// fixed time).
+func TestStdioAnswersDrainedAfterExit(t *testing.T) {
+	p := rawPool(t, map[string]string{"RAW_SERVER_SIZE": strconv.Itoa(8 << 20), "RAW_SERVER_PAIR": "1"}, &lockedBuffer{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	big := make(chan error, 1)
+	go func() { _, err := callNamed(ctx, p, "s__bye", `{}`); big <- err }()
+	time.Sleep(100 * time.Millisecond)
+	res, err := callNamed(ctx, p, "s__bye", `{}`)
+	if err != nil || len(res.Content) != 1 || res.Content[0].(mcp.TextContent).Text != "small" {
+		t.Errorf("the small answer written before the exit: %v", err)
+	}
+	if err := <-big; err != nil {
+		t.Errorf("the big answer written before the exit: %v", err)
+	}
+}
+
+// TestStdioExitStatusLogged: the reason a connection was lost names the
+// server's exit status.
+func TestStdioExitStatusLogged(t *testing.T) {
+	for i := 0; i < 5; i++ {
+		logs := &lockedBuffer{}
+		p := rawPool(t, map[string]string{"RAW_SERVER_SIZE": "10", "RAW_SERVER_EXIT": "3"}, logs)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, _ = callNamed(ctx, p, "s__bye", `{}`)
+		cancel()
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.Contains(logs.String(), "downstream server lost") && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if l := logs.String(); !strings.Contains(l, "exit status 3") {
+			t.Fatalf("run %d: the exit status is not in the reason:\n%s", i, l)
+		}
+		p.Close()
+	}
 }
