@@ -340,8 +340,9 @@ func (d *downstream) stdioTransport(ctx context.Context) (*transport.Stdio, *std
 		// the process group). What the server wrote before it exited is
 		// in the stdout pipe: mcp-go's reader gets it all, then EOF, and
 		// the connection ends there, so answers written just before the
-		// exit reach their calls. Past stdioDrain a descendant that
-		// still holds the pipes no longer keeps them open for us.
+		// exit reach their calls. A descendant that still holds the
+		// pipes keeps them open only until nothing has come for
+		// stdioDrain (stdioDrainMax at most).
 		child.exitErr = cmd.Wait() // reaps the child
 		close(child.exited)
 		// A read in progress ends if nothing more comes; lineLimit sets
