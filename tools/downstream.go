@@ -420,29 +420,40 @@ const (
 	stdioDrainMax = 5 * time.Second
 )
 
-// stdioWriteTimeout bounds one write of a request to a stdio child's
-// stdin: a server that stops reading it (its pipe full) ends the
-// connection rather than holding every call, and the re-sync, for as long
-// as it lives. A var for the tests.
+// stdioWriteTimeout bounds how long a request written to a stdio child's
+// stdin may make no progress: a server that stops reading it (its pipe
+// full) ends the connection rather than holding every call, and the
+// re-sync, for as long as it lives. A var for the tests.
 var stdioWriteTimeout = 30 * time.Second
 
-// stallWriter writes to a stdio child's stdin with a deadline per write;
-// one that times out has left a request half written, so the connection
-// is ended (stalled).
+// stallWriter writes to a stdio child's stdin in chunks, each with its own
+// deadline, so that a server reading slowly but steadily is not cut off;
+// a chunk that times out has left a request half written, so the
+// connection is ended (stalled).
 type stallWriter struct {
 	f       *os.File
 	timeout time.Duration
 	stalled func()
 }
 
+const stallChunk = 16 << 10
+
 func (w *stallWriter) Write(p []byte) (int, error) {
-	_ = w.f.SetWriteDeadline(time.Now().Add(w.timeout))
-	n, err := w.f.Write(p)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		w.stalled()
-		err = fmt.Errorf("the server has not read its stdin for %v: %w", w.timeout, err)
+	written := 0
+	for written < len(p) {
+		chunk := p[written:min(len(p), written+stallChunk)]
+		_ = w.f.SetWriteDeadline(time.Now().Add(w.timeout))
+		n, err := w.f.Write(chunk)
+		written += n
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			w.stalled()
+			return written, fmt.Errorf("the server has not read its stdin for %v: %w", w.timeout, err)
+		}
+		if err != nil {
+			return written, err
+		}
 	}
-	return n, err
+	return written, nil
 }
 
 func (w *stallWriter) Close() error { return w.f.Close() }

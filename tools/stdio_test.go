@@ -853,3 +853,43 @@ func TestStdioExitStatusLogged(t *testing.T) {
 		p.Close()
 	}
 }
+
+// TestStallWriterProgress: a reader that takes its input slowly but
+// steadily is not taken for stalled, though the whole write takes longer
+// than the timeout; one that stops reading is.
+func TestStallWriterProgress(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	stalled := false
+	sw := &stallWriter{f: w, timeout: 300 * time.Millisecond, stalled: func() { stalled = true }}
+	go func() { // 64 KiB every 100 ms
+		buf := make([]byte, 64<<10)
+		for {
+			time.Sleep(100 * time.Millisecond)
+			if _, err := r.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	if _, err := sw.Write(make([]byte, 1<<20)); err != nil || stalled {
+		t.Fatalf("a slow, steady reader: %v (stalled %v)", err, stalled)
+	}
+	if time.Since(start) < 300*time.Millisecond {
+		t.Logf("the write took %v (shorter than the timeout; the test proves less)", time.Since(start))
+	}
+	r2, w2, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	sw2 := &stallWriter{f: w2, timeout: 300 * time.Millisecond, stalled: func() { stalled = true }}
+	if _, err := sw2.Write(make([]byte, 1<<20)); !errors.Is(err, os.ErrDeadlineExceeded) || !stalled {
+		t.Fatalf("a reader that stopped: %v (stalled %v)", err, stalled)
+	}
+	w.Close()
+	w2.Close()
+}
