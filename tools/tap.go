@@ -63,12 +63,17 @@ func (t *tapStdio) SetRequestHandler(h transport.RequestHandler) { t.inner.SetRe
 // it keep their transport error.
 func (t *tapStdio) SendRequest(ctx context.Context, req transport.JSONRPCRequest) (*transport.JSONRPCResponse, error) {
 	resp, err := t.tap.SendRequest(ctx, req)
-	if err != nil && !errors.Is(err, ErrAnswerTooLarge) {
-		if over := t.child.limit.over(); over != nil && over.concerns(req.ID) {
-			return nil, fmt.Errorf("%w (%v)", over, err)
-		}
+	return resp, tooLargeCause(err, t.child.limit.over(), req.ID)
+}
+
+// tooLargeCause reports err, a request's failure on a connection that a
+// message over the size limit ended, as that limit error when the message
+// was the answer to this request (the id); other requests keep err.
+func tooLargeCause(err error, over *tooLargeError, id mcp.RequestId) error {
+	if err == nil || over == nil || errors.Is(err, ErrAnswerTooLarge) || !over.concerns(id) {
+		return err
 	}
-	return resp, err
+	return fmt.Errorf("%w (%v)", over, err)
 }
 
 // Close closes the child's stdin (mcp-go's transport) and lets it exit.
@@ -156,13 +161,9 @@ func (t *tapSSE) SetProtocolVersion(v string) { t.inner.SetProtocolVersion(v) }
 // it keep their transport error.
 func (t *tapSSE) SendRequest(ctx context.Context, req transport.JSONRPCRequest) (*transport.JSONRPCResponse, error) {
 	resp, err := t.tap.SendRequest(ctx, req)
-	if err != nil && !errors.Is(err, ErrAnswerTooLarge) {
-		var over *tooLargeError
-		if errors.As(t.streamErr(), &over) && over.concerns(req.ID) {
-			return nil, fmt.Errorf("%w (%v)", over, err)
-		}
-	}
-	return resp, err
+	var over *tooLargeError
+	errors.As(t.streamErr(), &over)
+	return resp, tooLargeCause(err, over, req.ID)
 }
 
 var (
