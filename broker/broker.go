@@ -83,6 +83,7 @@ type Broker struct {
 	pool     *tools.Pool
 	mcp      *server.MCPServer
 	relay    *relay
+	parkers  *workers // runs 2026-07-28 calls' downstream legs (relay.go)
 
 	approvals *approvalStage // approve.go
 
@@ -216,6 +217,7 @@ func New(cfg Config, opts Options) (b *Broker, err error) {
 		return nil, err
 	}
 	b.relay = newRelay()
+	b.parkers = newWorkers(workerIdle)
 	if b.approvals, err = b.newApprovalStage(); err != nil {
 		return nil, err
 	}
@@ -540,6 +542,7 @@ func (b *Broker) serveAdmin() (*http.Server, error) {
 // shutdown closes downstreams, writes the last record and closes the store.
 func (b *Broker) shutdown(ctx context.Context) {
 	b.closeParked(ctx)
+	b.parkers.close()
 	done := make(chan struct{})
 	go func() { _ = b.pool.Close(); close(done) }()
 	select {

@@ -271,12 +271,12 @@ func (b *Broker) forwardParked(ctx context.Context, c *call, t *tools.Tool, raw 
 	pc := &parkCaller{upstream: &upstream{b: b, ctx: ctx, c: c}, p: p}
 	p.caller = pc
 	b.relay.add(p)
-	go func() {
+	b.parkers.Go(func() {
 		defer cancel()
 		defer release()
 		res, err := b.pool.CallTool(tools.WithCaller(dctx, pc), t, raw, meta)
 		p.done <- outcome{res: res, err: err}
-	}()
+	})
 	return b.waitParked(ctx, p, pc)
 }
 
