@@ -42,6 +42,7 @@ import (
 type fastLane struct {
 	mu       sync.Mutex
 	tools    map[string]server.ServerTool  // exposed name → definition and pipeline
+	mirrored map[string]bool               // exposed names whose schema binds Mcp-Param-* headers
 	inflight map[string]context.CancelFunc // session + request id → cancel
 	// lastSlow is when each session last went through mcp-go (which
 	// keeps its idle-session clock): the lane sends a session's request
@@ -66,18 +67,27 @@ func newFastLane(idleTTL, callTimeout time.Duration) *fastLane {
 }
 
 // setTools replaces the catalog the lane serves.
+// Which tools bind Mcp-Param-* headers is worked out here, once: mcp-go
+// re-encodes a tool's input schema to find them every time it is asked.
 func (f *fastLane) setTools(m map[string]server.ServerTool) {
+	mirrored := map[string]bool{}
+	for name, t := range m {
+		if len(mcp.ExtractParamHeaderBindings(&t.Tool)) > 0 {
+			mirrored[name] = true
+		}
+	}
 	f.mu.Lock()
-	f.tools = m
+	f.tools, f.mirrored = m, mirrored
 	f.mu.Unlock()
 }
 
-// tool is the catalog entry the lane serves under name, if any.
-func (f *fastLane) tool(name string) (server.ServerTool, bool) {
+// tool is the catalog entry the lane serves under name, if any, and
+// whether its schema binds Mcp-Param-* headers.
+func (f *fastLane) tool(name string) (t server.ServerTool, mirrored, ok bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	t, ok := f.tools[name]
-	return t, ok
+	t, ok = f.tools[name]
+	return t, f.mirrored[name], ok
 }
 
 // touched notes that sid's request goes through mcp-go now.
@@ -348,7 +358,7 @@ func (b *Broker) serveFast(w http.ResponseWriter, r *http.Request, ctx context.C
 			return false
 		}
 	}
-	tool, ok := f.tool(req.Params.Name)
+	tool, mirrored, ok := f.tool(req.Params.Name)
 	if !ok || tool.Tool.Execution != nil && tool.Tool.Execution.TaskSupport == mcp.TaskSupportRequired {
 		return false // unknown here, or task-required (mcp-go refuses it without a task)
 	}
@@ -361,7 +371,7 @@ func (b *Broker) serveFast(w http.ResponseWriter, r *http.Request, ctx context.C
 			mcp.ValidateStandardHeaders(r.Header.Get, v, mcp.MethodToolsCall, env.Params) != nil {
 			return false
 		}
-		if mcp.ValidateParamHeadersLookup(lookupHeader(r.Header), &tool.Tool, env.Params) != nil {
+		if mirrored && mcp.ValidateParamHeadersLookup(lookupHeader(r.Header), &tool.Tool, env.Params) != nil {
 			return false
 		}
 		info = &server.RequestProtocolInfo{Modern: true, ProtocolVersion: v, ClientInfo: m.ClientInfo(),

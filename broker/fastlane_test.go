@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -222,6 +223,13 @@ func TestFastLaneMatchesMCPGo(t *testing.T) {
 			res.StructuredContent = map[string]any{"echo": req.GetString("text", ""), "n": 1}
 			return res, nil
 		})
+		// A tool whose argument is mirrored in an Mcp-Param-Region header
+		// (2026-07-28): the lane checks the header as mcp-go does.
+		ds.AddTool(mcp.NewToolWithRawSchema("region", "echoes its region", json.RawMessage(
+			`{"type":"object","properties":{"region":{"type":"string","x-mcp-header":"Region"}}}`)),
+			func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				return mcp.NewToolResultText(req.GetString("region", "")), nil
+			})
 		cfg := permissiveConfig(t,
 			`@id("no-secret") forbid (principal, action, resource) when { resource.name == "asker__echo" && context.args has text && context.args.text == "secret" };`,
 			"asker", ds)
@@ -272,9 +280,16 @@ func TestFastLaneMatchesMCPGo(t *testing.T) {
 		}
 		return out
 	}
+	rh := map[string]string{mcp.HeaderProtocolVersion: "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "asker__region"}
+	regionCall := func(id int) string {
+		return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"asker__region","arguments":{"region":"eu"},%s}}`, id, modernMeta)
+	}
 	cases = append(cases,
 		laneCase{"legacy, rebound Host", false, withHdr(lh, "Host", "rebound.attacker.example"), `{"jsonrpc":"2.0","id":17,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"}}}`, false},
 		laneCase{"modern, rebound Host", true, withHdr(mh, "Host", "rebound.attacker.example:80"), `{"jsonrpc":"2.0","id":18,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"},` + modernMeta + `}}`, false},
+		laneCase{"modern, mirrored header matches", true, withHdr(rh, "Mcp-Param-Region", "eu"), regionCall(20), true},
+		laneCase{"modern, mirrored header missing", true, rh, regionCall(21), false},
+		laneCase{"modern, mirrored header differs", true, withHdr(rh, "Mcp-Param-Region", "us"), regionCall(22), false},
 		laneCase{"legacy, Content-Type with a bad parameter", false, withHdr(lh, "Content-Type", "application/json; charset"), `{"jsonrpc":"2.0","id":19,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"}}}`, false},
 	)
 	for _, tc := range cases {
