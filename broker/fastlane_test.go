@@ -230,6 +230,13 @@ func TestFastLaneMatchesMCPGo(t *testing.T) {
 			func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 				return mcp.NewToolResultText(req.GetString("region", "")), nil
 			})
+		// One whose schema mcp-go cannot read for bindings ("odd": true):
+		// it binds no header, for the lane as for mcp-go.
+		ds.AddTool(mcp.NewToolWithRawSchema("odd", "an unreadable binding", json.RawMessage(
+			`{"type":"object","properties":{"odd":true,"region":{"type":"string","x-mcp-header":"Region"}}}`)),
+			func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				return mcp.NewToolResultText(req.GetString("region", "")), nil
+			})
 		cfg := permissiveConfig(t,
 			`@id("no-secret") forbid (principal, action, resource) when { resource.name == "asker__echo" && context.args has text && context.args.text == "secret" };`,
 			"asker", ds)
@@ -290,6 +297,10 @@ func TestFastLaneMatchesMCPGo(t *testing.T) {
 		laneCase{"modern, mirrored header matches", true, withHdr(rh, "Mcp-Param-Region", "eu"), regionCall(20), true},
 		laneCase{"modern, mirrored header missing", true, rh, regionCall(21), false},
 		laneCase{"modern, mirrored header differs", true, withHdr(rh, "Mcp-Param-Region", "us"), regionCall(22), false},
+		laneCase{"modern, stray Mcp-Param header on a tool that binds none", true, withHdr(mh, "Mcp-Param-Region", "us"),
+			`{"jsonrpc":"2.0","id":23,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"},` + modernMeta + `}}`, true},
+		laneCase{"modern, unreadable binding", true, withHdr(map[string]string{mcp.HeaderProtocolVersion: "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "asker__odd"}, "Mcp-Param-Region", "us"),
+			`{"jsonrpc":"2.0","id":24,"method":"tools/call","params":{"name":"asker__odd","arguments":{"region":"eu"},` + modernMeta + `}}`, true},
 		laneCase{"legacy, Content-Type with a bad parameter", false, withHdr(lh, "Content-Type", "application/json; charset"), `{"jsonrpc":"2.0","id":19,"method":"tools/call","params":{"name":"asker__echo","arguments":{"text":"hi"}}}`, false},
 	)
 	for _, tc := range cases {

@@ -48,6 +48,7 @@ func (w *workers) loop(f func()) {
 	defer t.Stop()
 	for {
 		f()
+		f = nil // nothing of the last call stays reachable while idle
 		select {
 		case <-w.stop:
 			return
@@ -71,5 +72,6 @@ func (w *workers) close() {
 	w.once.Do(func() { close(w.stop) })
 }
 
-// wait returns when every worker has exited.
+// wait returns when every worker has exited. Call it only after close and
+// after the last Go (a Go racing with wait breaks sync.WaitGroup's rule).
 func (w *workers) wait() { w.wg.Wait() }

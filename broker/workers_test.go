@@ -8,10 +8,9 @@ import (
 )
 
 // TestWorkersReuse: functions run one after another share a worker
-// (whose stack has grown), concurrent ones get workers of their own, idle
-// workers exit after their idle time, and close stops the rest.
+// (whose stack has grown), and concurrent ones do not wait for each other.
 func TestWorkersReuse(t *testing.T) {
-	w := newWorkers(200 * time.Millisecond)
+	w := newWorkers(time.Hour) // no worker exits while the test is held off the CPU
 	defer func() { w.close(); w.wait() }()
 
 	// One after another: the worker that ran the first takes the next
@@ -45,8 +44,17 @@ func TestWorkersReuse(t *testing.T) {
 	}
 	close(release)
 	wg.Wait()
+}
 
-	// Idle workers exit on their own.
+// TestWorkersIdleExit: workers that wait idleness out exit on their own.
+func TestWorkersIdleExit(t *testing.T) {
+	w := newWorkers(50 * time.Millisecond)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		w.Go(wg.Done)
+	}
+	wg.Wait()
 	exited := make(chan struct{})
 	go func() { w.wait(); close(exited) }()
 	select {
