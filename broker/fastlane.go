@@ -367,15 +367,18 @@ func (b *Broker) serveFast(w http.ResponseWriter, r *http.Request, ctx context.C
 		// What mcp-go checks and puts in the context for a 2026-07-28
 		// request; anything it would refuse, it refuses itself.
 		m := req.Params.Meta
-		if m == nil || m.ProtocolVersion() != v || m.ClientCapabilities() == nil ||
-			mcp.ValidateStandardHeaders(r.Header.Get, v, mcp.MethodToolsCall, env.Params) != nil {
+		if m == nil || m.ProtocolVersion() != v {
+			return false
+		}
+		caps := m.ClientCapabilities() // decoded from _meta at each ask: once
+		if caps == nil || mcp.ValidateStandardHeaders(r.Header.Get, v, mcp.MethodToolsCall, env.Params) != nil {
 			return false
 		}
 		if mirrored && mcp.ValidateParamHeadersLookup(lookupHeader(r.Header), &tool.Tool, env.Params) != nil {
 			return false
 		}
 		info = &server.RequestProtocolInfo{Modern: true, ProtocolVersion: v, ClientInfo: m.ClientInfo(),
-			ClientCapabilities: m.ClientCapabilities(), LogLevel: m.LogLevel()}
+			ClientCapabilities: caps, LogLevel: m.LogLevel()}
 	}
 	handler := tool.Handler
 
