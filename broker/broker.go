@@ -300,7 +300,7 @@ func (b *Broker) specs() ([]tools.Spec, error) {
 		}
 		sp := tools.Spec{
 			Name: s.Name, Transport: tools.Transport(transport), URL: s.URL,
-			Command: s.Command, Args: s.Args, Env: s.Env, Dir: s.Dir,
+			Command: s.Command, Args: s.Args, Env: s.Env, Dir: s.Dir, StdinTimeout: time.Duration(s.StdinTimeout),
 			Prefix: s.ToolPrefix(), Trusted: s.Trusted, ProtocolVersion: s.ProtocolVersion, RiskTags: s.RiskTags,
 		}
 		if err := b.downstreamIdentity(&sp, s); err != nil {

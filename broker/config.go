@@ -115,6 +115,11 @@ type ServerConfig struct {
 	Args    []string          `yaml:"args"`
 	Env     map[string]string `yaml:"env"`
 	Dir     string            `yaml:"dir"`
+	// StdinTimeout is how long a stdio server may leave a request on its
+	// stdin unread (no 16 KiB of it taken) before the broker ends the
+	// connection and restarts the server; 0 means 30s. Raise it for a
+	// server that stops reading while it works on a long call.
+	StdinTimeout Duration `yaml:"stdin_timeout"`
 	// Prefix is prepended to the server's tool and prompt names. nil means
 	// "<name>__"; an empty string passes names through unchanged.
 	Prefix *string `yaml:"prefix"`
@@ -411,12 +416,15 @@ func (c *Config) Validate() error {
 			if s.URL != "" || len(s.Headers) > 0 {
 				add("%s: url and headers are for HTTP transports, not stdio", where)
 			}
+			if s.StdinTimeout < 0 || s.StdinTimeout > 0 && time.Duration(s.StdinTimeout) < time.Second {
+				add("%s.stdin_timeout: %s must be at least 1s (or unset for 30s)", where, time.Duration(s.StdinTimeout))
+			}
 		case "streamable-http", "sse":
 			if !strings.HasPrefix(s.URL, "http://") && !strings.HasPrefix(s.URL, "https://") {
 				add("%s.url: %q must be an http:// or https:// URL", where, s.URL)
 			}
-			if s.Command != "" || len(s.Args) > 0 {
-				add("%s: command and args are for transport stdio", where)
+			if s.Command != "" || len(s.Args) > 0 || s.StdinTimeout != 0 {
+				add("%s: command, args and stdin_timeout are for transport stdio", where)
 			}
 			for k, v := range s.Headers {
 				if !headerNameRE.MatchString(k) {

@@ -30,9 +30,11 @@ identity:
 servers:
   - name: Bad Name
     transport: stdio
+    stdin_timeout: 500ms
   - name: web
     transport: streamable-http
     url: ftp://x
+    stdin_timeout: 1m
     headers:
       Authorization: {}
   - name: web
@@ -58,6 +60,8 @@ servers:
 		"duplicate of servers[1]",
 		"carrier-pigeon",
 		"max_answer_bytes: 100 is below 1024",
+		"stdin_timeout: 500ms must be at least 1s",
+		"(web): command, args and stdin_timeout are for transport stdio",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
@@ -69,7 +73,7 @@ func TestValidDefaultsAndPrefix(t *testing.T) {
 	c, err := ParseConfig("c.yaml", []byte(`
 policies: ./p
 servers:
-  - {name: a, transport: stdio, command: x}
+  - {name: a, transport: stdio, command: x, stdin_timeout: 5m}
   - {name: b, transport: sse, url: "http://127.0.0.1:1/sse", prefix: ""}
 `))
 	if err != nil {

@@ -361,8 +361,12 @@ func (d *downstream) stdioTransport(ctx context.Context) (*transport.Stdio, *std
 		_ = outR.Close() // the child's next write fails: it need not be waited for
 		end()
 	}}
-	st := transport.NewIO(child.limit, &stallWriter{f: inW, timeout: stdioWriteTimeout, stalled: func() {
-		d.log.Error("downstream server stopped reading its stdin; ending the connection", "after", stdioWriteTimeout)
+	stall := d.spec.StdinTimeout
+	if stall <= 0 {
+		stall = stdioWriteTimeout
+	}
+	st := transport.NewIO(child.limit, &stallWriter{f: inW, timeout: stall, stalled: func() {
+		d.log.Error("downstream server stopped reading its stdin; ending the connection", "after", stall)
 		end()
 	}}, nil)
 	if err := st.Start(ctx); err != nil {
@@ -423,7 +427,8 @@ const (
 // stdioWriteTimeout bounds how long a request written to a stdio child's
 // stdin may make no progress: a server that stops reading it (its pipe
 // full) ends the connection rather than holding every call, and the
-// re-sync, for as long as it lives. A var for the tests.
+// re-sync, for as long as it lives. Spec.StdinTimeout overrides it per
+// server. A var for the tests.
 var stdioWriteTimeout = 30 * time.Second
 
 // stallWriter writes to a stdio child's stdin in chunks, each with its own

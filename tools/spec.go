@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/mark3labs/mcp-go/server"
 )
@@ -39,6 +40,9 @@ type Spec struct {
 	Args      []string
 	Env       map[string]string
 	Dir       string
+	// StdinTimeout bounds how long a stdio server may leave a request on
+	// its stdin unread before the connection is ended (0: 30s).
+	StdinTimeout time.Duration
 	// Prefix is prepended to tool and prompt names.
 	Prefix string
 	// Trusted servers have their tool annotations believed.

@@ -707,14 +707,12 @@ func TestStdioAnswerThenExit(t *testing.T) {
 }
 
 // TestStdioStdinStall: a server that stops reading its stdin while
-// requests fill the pipe ends the connection after stdioWriteTimeout; the
+// requests fill the pipe ends the connection after its StdinTimeout; the
 // call blocked writing fails then, not when the process dies.
 func TestStdioStdinStall(t *testing.T) {
-	old := stdioWriteTimeout
-	stdioWriteTimeout = time.Second
-	t.Cleanup(func() { stdioWriteTimeout = old })
 	logs := &lockedBuffer{}
-	p := rawPool(t, map[string]string{"RAW_SERVER_STALL": "1"}, logs)
+	p := startPool(t, Spec{Name: "s", Transport: TransportStdio, Command: os.Args[0], StdinTimeout: time.Second,
+		Env: map[string]string{rawServerEnv: "1", "RAW_SERVER_STALL": "1"}, Prefix: "s__"}, 0, logs)
 	go func() { // makes the server stall
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
