@@ -120,3 +120,29 @@ func TestPreAuthLimit(t *testing.T) {
 		t.Fatalf("after a second: ok=%v suppressed=%d", ok, suppressed)
 	}
 }
+
+// TestStdinTimeoutReachesTheServer: a stdio server's stdin_timeout is what
+// its connection is given.
+func TestStdinTimeoutReachesTheServer(t *testing.T) {
+	cfg := permissiveConfig(t, "", "asker", askServer())
+	cfg.DataDir = t.TempDir()
+	cfg.Servers = append(cfg.Servers,
+		ServerConfig{Name: "slow", Transport: "stdio", Command: "true", StdinTimeout: Duration(2 * time.Minute)},
+		ServerConfig{Name: "plain", Transport: "stdio", Command: "true"})
+	b, err := New(cfg, Options{Logger: testLogger(t), Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.closeStores)
+	specs, err := b.specs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]time.Duration{}
+	for _, sp := range specs {
+		got[sp.Name] = sp.StdinTimeout
+	}
+	if got["slow"] != 2*time.Minute || got["plain"] != 0 {
+		t.Fatalf("stdin timeouts %v, want slow 2m and plain unset (the 30s default)", got)
+	}
+}
