@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -45,17 +46,51 @@ type parked struct {
 	who     string // identity key
 	c       *call
 	asks    chan *ask
-	done    chan outcome
+	done    chan struct{} // closed when the downstream call has returned, out set
+	out     outcome
 	life    context.Context // the downstream call's; ends with it
 	cancel  context.CancelFunc
 	expires time.Time
 
 	caller *parkCaller // relays go to the agent's latest request
 
+	// settled is won by the one path that records the call's outcome:
+	// its agent's request (the result, or its cancellation), expiry, or
+	// shutdown. The others record nothing.
+	settled atomic.Bool
+
 	mu      sync.Mutex
-	pending *ask
+	pending *ask        // the request the agent is to answer, if any
+	expiry  *time.Timer // set with the first pending request
 	caps    mcp.ClientCapabilities
 }
+
+// settle reports whether the caller is the one to record p's outcome;
+// it also stops p's expiry timer and forgets p.
+func (b *Broker) settle(p *parked) bool {
+	if !p.settled.CompareAndSwap(false, true) {
+		return false
+	}
+	p.mu.Lock()
+	if p.expiry != nil {
+		p.expiry.Stop()
+	}
+	p.mu.Unlock()
+	b.relay.remove(p)
+	return true
+}
+
+// outcomeWait bounds how long a path that ended a parked call (its agent
+// left, it expired, shutdown) waits for the downstream call to return. A
+// var for the tests.
+var outcomeWait = 5 * time.Second
+
+// maxWaiting bounds the parked calls of one identity that wait on its
+// answer at once: past it, a downstream's further requests to that agent
+// fail (the downstream sees its elicitation or sampling refused), so an
+// agent that never answers cannot pile up calls for call_timeout each. A
+// var for the tests.
+var maxWaiting = 64
 
 type outcome struct {
 	res *mcp.CallToolResult
@@ -70,16 +105,38 @@ type ask struct {
 }
 
 type relay struct {
-	key []byte
-	mu  sync.Mutex
-	m   map[string]*parked
-	n   uint64
+	key     []byte
+	mu      sync.Mutex
+	m       map[string]*parked
+	n       uint64
+	waiting map[string]int // identity key → its parked calls with a pending request
 }
 
 func newRelay() *relay {
 	k := make([]byte, 32)
 	_, _ = rand.Read(k)
-	return &relay{key: k, m: map[string]*parked{}}
+	return &relay{key: k, m: map[string]*parked{}, waiting: map[string]int{}}
+}
+
+// wait counts one more request waiting on who's answer, unless who has
+// maxWaiting already.
+func (r *relay) wait(who string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.waiting[who] >= maxWaiting {
+		return false
+	}
+	r.waiting[who]++
+	return true
+}
+
+// answered counts one request less waiting on who.
+func (r *relay) answered(who string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.waiting[who]--; r.waiting[who] <= 0 {
+		delete(r.waiting, who)
+	}
 }
 
 type sealedState struct {
@@ -146,25 +203,34 @@ func (r *relay) remove(p *parked) {
 	r.mu.Unlock()
 }
 
-// closeParked ends every parked call at shutdown: each is cancelled
-// downstream and its outcome recorded as cancelled (nobody else would: its
-// agent is waiting to retry a request the broker will not serve).
+// closeParked ends every parked call at shutdown: all are cancelled
+// downstream, then given one outcomeWait to return, and each not already
+// settled by its agent's request is recorded as cancelled (nobody else
+// would: its agent is waiting to retry a request the broker will not
+// serve).
 func (b *Broker) closeParked(ctx context.Context) {
 	b.relay.mu.Lock()
 	all := make([]*parked, 0, len(b.relay.m))
 	for _, p := range b.relay.m {
 		all = append(all, p)
 	}
-	b.relay.m = map[string]*parked{}
 	b.relay.mu.Unlock()
 	for _, p := range all {
+		p.mu.Lock()
+		p.pending = nil // a retry arriving now finds nothing pending
+		p.mu.Unlock()
 		p.cancel()
+	}
+	wctx, cancel := context.WithTimeout(ctx, outcomeWait)
+	defer cancel()
+	for _, p := range all {
 		select {
 		case <-p.done:
-		case <-ctx.Done():
-		case <-time.After(2 * time.Second):
+		case <-wctx.Done():
 		}
-		_ = b.complete(ctx, p.c, audit.StatusCancelled, ReasonCancelled, "broker shutting down while the call waited on its agent")
+		if b.settle(p) {
+			_ = b.complete(ctx, p.c, audit.StatusCancelled, ReasonCancelled, "broker shutting down while the call waited on its agent")
+		}
 	}
 }
 
@@ -175,6 +241,12 @@ type parkCaller struct {
 }
 
 func (pc *parkCaller) put(ctx context.Context, method string, req mcp.InputRequest) (mcp.InputResponse, error) {
+	if !pc.b.relay.wait(pc.p.who) {
+		err := fmt.Errorf("%s: %d requests already wait on this agent's answers", method, maxWaiting)
+		pc.relayed(method, err)
+		return mcp.InputResponse{}, err
+	}
+	defer pc.b.relay.answered(pc.p.who)
 	a := &ask{req: req, answer: make(chan mcp.InputResponse, 1)}
 	// ctx is the downstream transport's (for stdio, the connection's): the
 	// parked call's own life bounds the wait too.
@@ -260,7 +332,7 @@ func (b *Broker) forwardParked(ctx context.Context, c *call, t *tools.Tool, raw 
 		who:     c.identity.Key(),
 		c:       c,
 		asks:    make(chan *ask),
-		done:    make(chan outcome, 1),
+		done:    make(chan struct{}),
 		expires: time.Now().Add(b.callTimeout),
 	}
 	if info := server.RequestProtocolInfoFromContext(ctx); info != nil && info.ClientCapabilities != nil {
@@ -275,7 +347,8 @@ func (b *Broker) forwardParked(ctx context.Context, c *call, t *tools.Tool, raw 
 		defer cancel()
 		defer release()
 		res, err := b.pool.CallTool(tools.WithCaller(dctx, pc), t, raw, meta)
-		p.done <- outcome{res: res, err: err}
+		p.out = outcome{res: res, err: err}
+		close(p.done)
 	})
 	return b.waitParked(ctx, p, pc)
 }
@@ -287,24 +360,30 @@ func (b *Broker) resumeParked(ctx context.Context, req mcp.CallToolRequest) (*mc
 	if !ok {
 		return refusal(ReasonUnauthenticated, ""), nil
 	}
+	refuse := func(callID string, reason Reason, detail string) (*mcp.CallToolResult, error) {
+		b.record(ctx, audit.Event{Type: audit.RequestRejected, CallID: callID, Agent: id.Agent, Initiator: id.Initiator, Tenant: id.Tenant,
+			Method: "tools/call", Target: req.Params.Name, Decision: audit.DecisionDeny, Detail: "input response refused: " + detail})
+		b.log.Warn("input response refused", "agent", id.Agent, "tool", req.Params.Name, "call_id", callID, "reason", detail)
+		return refusal(reason, callID), nil
+	}
 	p, key, err := b.relay.open(req.Params.RequestState, id, b.now())
 	if err != nil {
-		b.record(ctx, audit.Event{Type: audit.RequestRejected, Agent: id.Agent, Initiator: id.Initiator, Tenant: id.Tenant,
-			Method: "tools/call", Target: req.Params.Name, Decision: audit.DecisionDeny, Detail: "input response refused: " + err.Error()})
-		b.log.Warn("input response refused", "agent", id.Agent, "tool", req.Params.Name, "err", err)
-		return refusal(ReasonInvalidArguments, ""), nil
+		reason := ReasonInvalidArguments
+		if errors.Is(err, errStateExpired) {
+			reason = ReasonTimeout // too late, not malformed
+		}
+		return refuse("", reason, err.Error())
 	}
 	p.mu.Lock()
 	a := p.pending
 	if a == nil || a.key != key || req.Params.Name != p.c.target.Exposed {
 		p.mu.Unlock()
-		b.log.Warn("input response does not match the pending request (replayed or altered)", "call_id", p.c.id)
-		return refusal(ReasonInvalidArguments, p.c.id), nil
+		return refuse(p.c.id, ReasonInvalidArguments, "it does not match the pending request (replayed or altered)")
 	}
 	resp, ok := req.Params.InputResponses[key]
 	if !ok {
 		p.mu.Unlock()
-		return refusal(ReasonInvalidArguments, p.c.id), nil
+		return refuse(p.c.id, ReasonInvalidArguments, "no answer to the pending request")
 	}
 	p.pending = nil // single use
 	p.mu.Unlock()
@@ -325,41 +404,60 @@ func (b *Broker) waitParked(ctx context.Context, p *parked, pc *parkCaller) (*mc
 		a.key = fmt.Sprintf("mcpbroker.relay.%d", b.relay.n)
 		b.relay.mu.Unlock()
 		p.pending = a
+		if p.expiry == nil { // one timer for the call: its expiry does not move
+			p.expiry = time.AfterFunc(time.Until(p.expires)+time.Second, func() { b.expireParked(p) })
+		}
 		p.mu.Unlock()
 		state := b.relay.seal(p, a)
 		res := &mcp.CallToolResult{}
 		res.MultiRoundTripResult = mcp.MultiRoundTripResult{InputRequests: mcp.InputRequests{a.key: a.req}, RequestState: state}
 		res.ResultType = mcp.ResultTypeInputRequired
-		time.AfterFunc(time.Until(p.expires)+time.Second, func() { b.expireParked(p) })
 		return res, nil
-	case o := <-p.done:
-		b.relay.remove(p)
-		return b.finish(ctx, p.c, o.res, o.err), nil
+	case <-p.done:
+		if !b.settle(p) {
+			return refusal(ReasonCancelled, p.c.id), nil // shutdown recorded it
+		}
+		return b.finish(ctx, p.c, p.out.res, p.out.err), nil
 	case <-ctx.Done():
-		// The agent went away while the call ran: cancel it downstream.
+		// The agent went away while the call ran: cancel it downstream,
+		// and record what it came to (or, if it does not return, that it
+		// was cancelled).
 		p.cancel()
-		o := <-p.done
-		b.relay.remove(p)
-		return b.finish(ctx, p.c, o.res, o.err), nil
+		select {
+		case <-p.done:
+			if b.settle(p) {
+				return b.finish(ctx, p.c, p.out.res, p.out.err), nil
+			}
+		case <-time.After(outcomeWait):
+			if b.settle(p) {
+				_ = b.complete(context.WithoutCancel(ctx), p.c, audit.StatusCancelled, ReasonCancelled,
+					"the agent went away and the downstream call did not return after cancellation")
+			}
+		}
+		return refusal(ReasonCancelled, p.c.id), nil
 	}
 }
 
+// expireParked ends a call whose agent never answered its pending
+// request by the call's deadline: it is cancelled downstream and recorded
+// as timed out, once.
 func (b *Broker) expireParked(p *parked) {
 	p.mu.Lock()
 	stale := p.pending != nil
-	// Claim the outcome: a retry arriving now must not wait on p.done,
-	// which this goroutine drains.
+	// Claim the call: a retry arriving now finds nothing pending.
 	p.pending = nil
 	p.mu.Unlock()
-	if !stale {
+	if !stale || !b.settle(p) {
 		return
 	}
 	p.cancel()
-	b.relay.remove(p)
+	detail := "agent never answered the relayed request"
 	select {
-	case o := <-p.done:
-		_ = b.complete(context.Background(), p.c, "timeout", ReasonTimeout, "agent never answered the relayed request")
-		_ = o
-	case <-time.After(5 * time.Second):
+	case <-p.done:
+		if p.out.err == nil {
+			detail += " (the downstream call returned a result nobody received)"
+		}
+	case <-time.After(outcomeWait):
 	}
+	_ = b.complete(context.Background(), p.c, audit.StatusTimeout, ReasonTimeout, detail)
 }
