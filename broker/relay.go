@@ -81,16 +81,21 @@ func (b *Broker) settle(p *parked) bool {
 }
 
 // outcomeWait bounds how long a path that ended a parked call (its agent
-// left, it expired, shutdown) waits for the downstream call to return. A
-// var for the tests.
-var outcomeWait = 5 * time.Second
+// left, it expired, shutdown) waits for the downstream call to return
+// (nanoseconds; atomic, for the tests).
+var outcomeWait atomic.Int64
 
 // maxWaiting bounds the parked calls of one identity that wait on its
 // answer at once: past it, a downstream's further requests to that agent
 // fail (the downstream sees its elicitation or sampling refused), so an
-// agent that never answers cannot pile up calls for call_timeout each. A
-// var for the tests.
-var maxWaiting = 64
+// agent that never answers cannot pile up calls for call_timeout each
+// (atomic, for the tests).
+var maxWaiting atomic.Int64
+
+func init() {
+	outcomeWait.Store(int64(5 * time.Second))
+	maxWaiting.Store(64)
+}
 
 type outcome struct {
 	res *mcp.CallToolResult
@@ -123,7 +128,7 @@ func newRelay() *relay {
 func (r *relay) wait(who string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.waiting[who] >= maxWaiting {
+	if int64(r.waiting[who]) >= maxWaiting.Load() {
 		return false
 	}
 	r.waiting[who]++
@@ -221,7 +226,7 @@ func (b *Broker) closeParked(ctx context.Context) {
 		p.mu.Unlock()
 		p.cancel()
 	}
-	wctx, cancel := context.WithTimeout(ctx, outcomeWait)
+	wctx, cancel := context.WithTimeout(ctx, time.Duration(outcomeWait.Load()))
 	defer cancel()
 	for _, p := range all {
 		select {
@@ -242,7 +247,7 @@ type parkCaller struct {
 
 func (pc *parkCaller) put(ctx context.Context, method string, req mcp.InputRequest) (mcp.InputResponse, error) {
 	if !pc.b.relay.wait(pc.p.who) {
-		err := fmt.Errorf("%s: %d requests already wait on this agent's answers", method, maxWaiting)
+		err := fmt.Errorf("%s: %d requests already wait on this agent's answers", method, maxWaiting.Load())
 		pc.relayed(method, err)
 		return mcp.InputResponse{}, err
 	}
@@ -396,45 +401,53 @@ func (b *Broker) resumeParked(ctx context.Context, req mcp.CallToolRequest) (*mc
 
 func (b *Broker) waitParked(ctx context.Context, p *parked, pc *parkCaller) (*mcp.CallToolResult, error) {
 	pc.setCtx(ctx)
-	select {
-	case a := <-p.asks:
-		p.mu.Lock()
-		b.relay.mu.Lock()
-		b.relay.n++
-		a.key = fmt.Sprintf("mcpbroker.relay.%d", b.relay.n)
-		b.relay.mu.Unlock()
-		p.pending = a
-		if p.expiry == nil { // one timer for the call: its expiry does not move
-			p.expiry = time.AfterFunc(time.Until(p.expires)+time.Second, func() { b.expireParked(p) })
-		}
-		p.mu.Unlock()
-		state := b.relay.seal(p, a)
-		res := &mcp.CallToolResult{}
-		res.MultiRoundTripResult = mcp.MultiRoundTripResult{InputRequests: mcp.InputRequests{a.key: a.req}, RequestState: state}
-		res.ResultType = mcp.ResultTypeInputRequired
-		return res, nil
-	case <-p.done:
-		if !b.settle(p) {
-			return refusal(ReasonCancelled, p.c.id), nil // shutdown recorded it
-		}
-		return b.finish(ctx, p.c, p.out.res, p.out.err), nil
-	case <-ctx.Done():
-		// The agent went away while the call ran: cancel it downstream,
-		// and record what it came to (or, if it does not return, that it
-		// was cancelled).
-		p.cancel()
+	for {
 		select {
+		case a := <-p.asks:
+			if p.settled.Load() || p.life.Err() != nil {
+				// The call is over (recorded, or past its deadline): its
+				// request goes to nobody, and the downstream sees it
+				// fail as its call ends.
+				continue
+			}
+			p.mu.Lock()
+			b.relay.mu.Lock()
+			b.relay.n++
+			a.key = fmt.Sprintf("mcpbroker.relay.%d", b.relay.n)
+			b.relay.mu.Unlock()
+			p.pending = a
+			if p.expiry == nil { // one timer for the call: its expiry does not move
+				p.expiry = time.AfterFunc(time.Until(p.expires)+time.Second, func() { b.expireParked(p) })
+			}
+			p.mu.Unlock()
+			state := b.relay.seal(p, a)
+			res := &mcp.CallToolResult{}
+			res.MultiRoundTripResult = mcp.MultiRoundTripResult{InputRequests: mcp.InputRequests{a.key: a.req}, RequestState: state}
+			res.ResultType = mcp.ResultTypeInputRequired
+			return res, nil
 		case <-p.done:
-			if b.settle(p) {
-				return b.finish(ctx, p.c, p.out.res, p.out.err), nil
+			if !b.settle(p) {
+				return refusal(ReasonCancelled, p.c.id), nil // shutdown recorded it
 			}
-		case <-time.After(outcomeWait):
-			if b.settle(p) {
-				_ = b.complete(context.WithoutCancel(ctx), p.c, audit.StatusCancelled, ReasonCancelled,
-					"the agent went away and the downstream call did not return after cancellation")
+			return b.finish(ctx, p.c, p.out.res, p.out.err), nil
+		case <-ctx.Done():
+			// The agent went away while the call ran: cancel it downstream,
+			// and record what it came to (or, if it does not return, that it
+			// was cancelled).
+			p.cancel()
+			select {
+			case <-p.done:
+				if b.settle(p) {
+					return b.finish(ctx, p.c, p.out.res, p.out.err), nil
+				}
+			case <-time.After(time.Duration(outcomeWait.Load())):
+				if b.settle(p) {
+					_ = b.complete(context.WithoutCancel(ctx), p.c, audit.StatusCancelled, ReasonCancelled,
+						"the agent went away and the downstream call did not return after cancellation")
+				}
 			}
+			return refusal(ReasonCancelled, p.c.id), nil
 		}
-		return refusal(ReasonCancelled, p.c.id), nil
 	}
 }
 
@@ -457,7 +470,7 @@ func (b *Broker) expireParked(p *parked) {
 		if p.out.err == nil {
 			detail += " (the downstream call returned a result nobody received)"
 		}
-	case <-time.After(outcomeWait):
+	case <-time.After(time.Duration(outcomeWait.Load())):
 	}
 	_ = b.complete(context.Background(), p.c, audit.StatusTimeout, ReasonTimeout, detail)
 }

@@ -128,9 +128,8 @@ func firstKey(m map[string][]string) string {
 // agent, a downstream's further elicitation is refused (the tool sees it
 // fail) instead of parking yet another call.
 func TestParkedCallsCappedPerAgent(t *testing.T) {
-	old := maxWaiting
-	maxWaiting = 2
-	t.Cleanup(func() { maxWaiting = old })
+	old := maxWaiting.Swap(2)
+	t.Cleanup(func() { maxWaiting.Store(old) })
 	_, url := runBroker(t, permissiveConfig(t, "", "asker", askServer()))
 	ctx := context.Background()
 	for i := 1; i <= 2; i++ {
@@ -149,9 +148,8 @@ func TestParkedCallsCappedPerAgent(t *testing.T) {
 // cancellation still gets its call recorded (cancelled) after
 // outcomeWait, once, and nothing is recorded when it returns later.
 func TestParkedCallAgentGoesAway(t *testing.T) {
-	old := outcomeWait
-	outcomeWait = 200 * time.Millisecond
-	t.Cleanup(func() { outcomeWait = old })
+	old := outcomeWait.Swap(int64(200 * time.Millisecond))
+	t.Cleanup(func() { outcomeWait.Store(old) })
 	release, started := make(chan struct{}), make(chan struct{}, 1)
 	var returned atomic.Bool
 	ds := askServer()
