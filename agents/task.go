@@ -140,6 +140,9 @@ func Narrow(parent *Task, delegator string, req SubTask, remaining int64, maxDep
 	if maxDepth > 0 && len(chain)+1 > maxDepth {
 		return nil, fmt.Errorf("%w: chain depth %d exceeds the limit %d", ErrOutsideTask, len(chain)+1, maxDepth)
 	}
+	if parent.MaxDepth > 0 && len(chain)+1 > parent.MaxDepth {
+		return nil, fmt.Errorf("%w: chain depth %d exceeds task %s's limit %d", ErrOutsideTask, len(chain)+1, parent.ID, parent.MaxDepth)
+	}
 	if len(req.Tools) == 0 {
 		return nil, fmt.Errorf("%w: no tools requested", ErrOutsideTask)
 	}
@@ -185,6 +188,10 @@ func Narrow(parent *Task, delegator string, req SubTask, remaining int64, maxDep
 	}
 	return child, nil
 }
+
+// PatternWithin reports whether every tool name pattern p can match is
+// matched by one of parents (see patternWithin).
+func PatternWithin(p string, parents []string) bool { return patternWithin(p, parents) }
 
 // patternWithin reports whether every name p can match is matched by one of
 // parents. It is conservative: p must equal a parent pattern, be a literal

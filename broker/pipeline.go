@@ -91,9 +91,13 @@ func (b *Broker) admit(ctx context.Context, method string, action policies.Actio
 		return c, ReasonOutsideTask
 	}
 	if action == policies.ActionCallTool && !a.allowsTool(target.Exposed) {
-		err := fmt.Errorf("%w: %s is not among the task's tools %v", agents.ErrOutsideTask, target.Exposed, a.task.Tools)
+		taskID, tools := "", a.limit // a chain's own limit, when the caller has no task
+		if a.task != nil {
+			taskID, tools = a.task.ID, a.task.Tools
+		}
+		err := fmt.Errorf("%w: %s is not among the task's tools %v (limit %v)", agents.ErrOutsideTask, target.Exposed, tools, a.limit)
 		b.recordDecision(ctx, c, nil, ReasonOutsideTask, err.Error())
-		log.Info("call refused: outside the task", "agent", id.Agent, "task", a.task.ID)
+		log.Info("call refused: outside the task", "agent", id.Agent, "task", taskID)
 		return c, ReasonOutsideTask
 	}
 	policyStart := time.Now()

@@ -93,12 +93,11 @@ func (a *acting) allowsTool(name string) bool {
 	if name == toolDelegate || name == toolTask {
 		return true
 	}
-	if a.task == nil {
-		return true
-	}
-	if !a.task.AllowsTool(name) {
+	if a.task != nil && !a.task.AllowsTool(name) {
 		return false
 	}
+	// A chained sub-agent stays inside its own default task too, even
+	// when its caller has no task.
 	if len(a.limit) > 0 {
 		lt := agents.Task{Tools: a.limit}
 		return lt.AllowsTool(name)
@@ -220,6 +219,16 @@ func (b *Broker) resolve(ctx context.Context, id agents.Identity, session string
 		if err != nil {
 			return nil, err
 		}
+		// A handle acts for its task's initiator. An agent that
+		// authenticated as itself (a workload, with no initiator token)
+		// takes that initiator from the handle; one that authenticated
+		// on someone's behalf may present only a handle for that same
+		// initiator and tenant.
+		if !(id.InitiatorKind == agents.InitiatorWorkload && id.Initiator == id.Agent) &&
+			(t.InitiatorKind != id.InitiatorKind || t.Initiator != id.Initiator || t.Tenant != id.Tenant) {
+			return nil, fmt.Errorf("%w: task %s is for %s %q in tenant %q, presented on behalf of %s %q in tenant %q",
+				agents.ErrOutsideTask, t.ID, t.InitiatorKind, t.Initiator, t.Tenant, id.InitiatorKind, id.Initiator, id.Tenant)
+		}
 		if err := b.sessionTasks.bind(session, t.ID); err != nil {
 			return nil, err
 		}
@@ -252,6 +261,9 @@ func (b *Broker) resolve(ctx context.Context, id agents.Identity, session string
 	if depth := len(a.chain) + 1; depth > maxDepth {
 		return nil, fmt.Errorf("%w: chain depth %d exceeds %s's limit of %d", agents.ErrOutsideTask, depth, id.Agent, maxDepth)
 	}
+	if a.task != nil && a.task.MaxDepth > 0 && len(a.chain)+1 > a.task.MaxDepth {
+		return nil, fmt.Errorf("%w: chain depth %d exceeds task %s's limit of %d", agents.ErrOutsideTask, len(a.chain)+1, a.task.ID, a.task.MaxDepth)
+	}
 	return a, nil
 }
 
@@ -266,13 +278,27 @@ func (b *Broker) defaultTask(id agents.Identity) (*agents.Task, error) {
 	defer b.defaultMu.Unlock()
 	sum := sha256.Sum256([]byte(id.Key()))
 	key := "default_" + hex.EncodeToString(sum[:12])
-	if tid, ok := b.defaults[key]; ok {
-		if t, err := b.tasks.Get(tid); err == nil && t.Live(b.now()) == nil {
-			return t, nil
+	now := b.now()
+	tid, ok := b.defaults[key]
+	if !ok {
+		// Not granted by this process: the store may hold one (granted
+		// before a restart, or revoked).
+		tid = b.storedDefault(id)
+	}
+	if tid != "" {
+		if t, err := b.tasks.Get(tid); err == nil {
+			if t.RevokedAt != nil && now.Before(t.ExpiresAt) {
+				// An operator revoked it: no fresh default replaces it
+				// before it would have expired.
+				return nil, t.Live(now)
+			}
+			if t.Live(now) == nil {
+				b.defaults[key] = t.ID
+				return t, nil
+			}
 		}
 	}
 	d := reg.DefaultTask
-	now := b.now()
 	_, t, err := b.tasks.Grant(agents.Task{
 		Initiator: id.Initiator, InitiatorKind: id.InitiatorKind, Tenant: id.Tenant, Groups: id.Groups,
 		Agent: id.Agent, Purpose: d.Purpose, Tools: d.Tools, MaxCalls: d.MaxCalls, MaxDepth: reg.MaxDepth,
@@ -285,6 +311,26 @@ func (b *Broker) defaultTask(id agents.Identity) (*agents.Task, error) {
 	b.record(context.Background(), audit.Event{Type: audit.TaskGranted, Agent: t.Agent, Initiator: t.Initiator, Tenant: t.Tenant,
 		Detail: fmt.Sprintf("default task %s: tools %v", t.ID, t.Tools)})
 	return t, nil
+}
+
+// storedDefault is the ID of the latest default task stored for id (same
+// agent, initiator and tenant), or "".
+func (b *Broker) storedDefault(id agents.Identity) string {
+	all, err := b.tasks.List()
+	if err != nil {
+		return ""
+	}
+	var latest *agents.Task
+	for _, t := range all {
+		if t.Source == "default" && t.Agent == id.Agent && t.InitiatorKind == id.InitiatorKind &&
+			t.Initiator == id.Initiator && t.Tenant == id.Tenant && (latest == nil || t.CreatedAt.After(latest.CreatedAt)) {
+			latest = t
+		}
+	}
+	if latest == nil {
+		return ""
+	}
+	return latest.ID
 }
 
 // taskContext is the task as Cedar sees it: the task's patterns expanded
@@ -434,6 +480,11 @@ func (b *Broker) doDelegate(ctx context.Context, c *call, req mcp.CallToolReques
 	if a.task == nil {
 		return nil, fmt.Errorf("%w: this session has no task to delegate from", agents.ErrOutsideTask)
 	}
+	if a.chainCall != "" {
+		// A chained sub-agent acts only while its caller's call is in
+		// flight; a task it granted would outlive that call.
+		return nil, fmt.Errorf("%w: a chained call cannot delegate (it acts only within its caller's call)", agents.ErrOutsideTask)
+	}
 	var in struct {
 		Agent    string   `json:"agent"`
 		Tools    []string `json:"tools"`
@@ -468,8 +519,7 @@ func (b *Broker) doDelegate(ctx context.Context, c *call, req mcp.CallToolReques
 	parent.Chain = a.chain
 	if len(a.limit) > 0 {
 		for _, p := range in.Tools {
-			lt := agents.Task{Tools: a.limit}
-			if !lt.AllowsTool(p) && !slices.Contains(a.limit, p) {
+			if !agents.PatternWithin(p, a.limit) {
 				return nil, fmt.Errorf("%w: %q is outside what this agent may do", agents.ErrOutsideTask, p)
 			}
 		}

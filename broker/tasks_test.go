@@ -59,7 +59,7 @@ func kvServer() *server.MCPServer {
 // researcher, presenting the chain token it was given.
 func (r *chainRig) researchServer(token string) *server.MCPServer {
 	s := server.NewMCPServer("research", "1")
-	s.AddTool(mcp.NewTool("ask", mcp.WithString("tool"), mcp.WithString("forge")), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	s.AddTool(mcp.NewTool("ask", mcp.WithString("tool"), mcp.WithString("forge"), mcp.WithString("args")), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		chain := ""
 		if req.Params.Meta != nil {
 			chain, _ = req.Params.Meta.AdditionalFields[MetaChain].(string)
@@ -83,6 +83,13 @@ func (r *chainRig) researchServer(token string) *server.MCPServer {
 		creq := mcp.CallToolRequest{}
 		creq.Params.Name = req.GetString("tool", "kv__get")
 		creq.Params.Arguments = map[string]any{"key": "k"}
+		if a := req.GetString("args", ""); a != "" {
+			var args map[string]any
+			if err := json.Unmarshal([]byte(a), &args); err != nil {
+				return nil, err
+			}
+			creq.Params.Arguments = args
+		}
 		res, err := c.CallTool(ctx, creq)
 		if err != nil {
 			return nil, err
@@ -358,5 +365,96 @@ func TestInitiatorMayAgentMayNot(t *testing.T) {
 	es := listLive(t, r.dir, audit.Filter{Type: audit.CallDecided, Target: "kv__get"})
 	if len(es) != 1 || !strings.Contains(es[0].Event.Detail, coder) || len(es[0].Event.Passes) != 2 || !es[0].Event.Passes[0].Allowed {
 		t.Fatalf("record: %+v", es)
+	}
+}
+
+// TestChainedCallCannotDelegate: a sub-agent acting on a chain token may
+// not mint a task: the task would outlive the call it acts within.
+func TestChainedCallCannotDelegate(t *testing.T) {
+	r := newChainRig(t, permitAll)
+	h := grant(t, r, agents.Task{Agent: planner, Tools: []string{"kv__*", "research__*"}})
+	c := r.agent(t, "planner-token-1", h)
+	args, _ := json.Marshal(map[string]any{"agent": coder, "tools": []string{"kv__get"}})
+	res := callTool(t, c, "research__ask", map[string]any{"tool": toolDelegate, "args": string(args)})
+	if !strings.HasPrefix(text(res), "ERROR mcpbroker: "+string(ReasonOutsideTask)) || !strings.Contains(text(res), "chained call cannot delegate") {
+		t.Fatalf("delegation from a chained call: %q", text(res))
+	}
+}
+
+// TestHandleBoundToItsInitiator: a handle acts only for its own
+// initiator: an agent authenticated on behalf of someone else may not
+// present it.
+func TestHandleBoundToItsInitiator(t *testing.T) {
+	r := newChainRig(t, permitAll)
+	// The researcher's token acts for mallory.
+	alices := grant(t, r, agents.Task{Agent: researcher, Initiator: "alice", Tools: []string{"kv__*"}})
+	if res := callTool(t, r.agent(t, "researcher-token-1", alices), "kv__put", map[string]any{"key": "k"}); reasonOf(res) != string(ReasonOutsideTask) {
+		t.Fatalf("alice's handle presented for mallory: %q", text(res))
+	}
+	mallorys := grant(t, r, agents.Task{Agent: researcher, Initiator: "mallory", Tools: []string{"kv__*"}})
+	if res := callTool(t, r.agent(t, "researcher-token-1", mallorys), "kv__put", map[string]any{"key": "k"}); res.IsError {
+		t.Fatalf("mallory's own handle: %q", text(res))
+	}
+	other := grant(t, r, agents.Task{Agent: researcher, Initiator: "mallory", Tenant: "acme", Tools: []string{"kv__*"}})
+	if res := callTool(t, r.agent(t, "researcher-token-1", other), "kv__put", map[string]any{"key": "k"}); reasonOf(res) != string(ReasonOutsideTask) {
+		t.Fatalf("a handle of another tenant: %q", text(res))
+	}
+}
+
+// TestTaskMaxDepth: a task's own max_depth bounds delegation and chains
+// made under it, not only the agents' registry limits.
+func TestTaskMaxDepth(t *testing.T) {
+	r := newChainRig(t, permitAll)
+	h := grant(t, r, agents.Task{Agent: planner, Tools: []string{"kv__*", "research__*"}, MaxDepth: 1})
+	c := r.agent(t, "planner-token-1", h)
+	if res, _ := delegate(t, c, map[string]any{"agent": coder, "tools": []any{"kv__get"}}); reasonOf(res) != string(ReasonOutsideTask) {
+		t.Fatalf("delegation past the task's max depth: %q", text(res))
+	}
+	res := callTool(t, c, "research__ask", map[string]any{"tool": "kv__get"})
+	if !strings.HasPrefix(text(res), "ERROR mcpbroker: "+string(ReasonOutsideTask)) {
+		t.Fatalf("a chained call past the task's max depth: %q", text(res))
+	}
+}
+
+// TestRevokedDefaultTaskStaysRevoked: revoking an agent's default task
+// stops it; no fresh default replaces it before it would have expired.
+func TestRevokedDefaultTaskStaysRevoked(t *testing.T) {
+	r := newChainRig(t, permitAll)
+	c := r.agent(t, "researcher-token-1", "")
+	if res := callTool(t, c, "kv__get", map[string]any{"key": "k"}); res.IsError {
+		t.Fatalf("default task: %q", text(res))
+	}
+	all, err := r.b.tasks.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := 0
+	for _, tk := range all {
+		if tk.Source == "default" && tk.Agent == researcher {
+			if _, err := r.b.tasks.Revoke(tk.ID); err != nil {
+				t.Fatal(err)
+			}
+			revoked++
+		}
+	}
+	if revoked != 1 {
+		t.Fatalf("%d default tasks for the researcher", revoked)
+	}
+	if res := callTool(t, c, "kv__get", map[string]any{"key": "k"}); !res.IsError {
+		t.Fatalf("the revoked default task was replaced: %q", text(res))
+	}
+}
+
+// TestChainLimitWithoutCallerTask: a sub-agent called by an agent that has
+// no task still stays inside its own default task.
+func TestChainLimitWithoutCallerTask(t *testing.T) {
+	r := newChainRig(t, permitAll)
+	c := r.agent(t, "planner-token-1", "") // the planner has no default task
+	res := callTool(t, c, "research__ask", map[string]any{"tool": "kv__drop"})
+	if !strings.HasPrefix(text(res), "ERROR mcpbroker: "+string(ReasonOutsideTask)) {
+		t.Fatalf("kv__drop via the researcher outside its own default task: %q", text(res))
+	}
+	if res := callTool(t, c, "research__ask", map[string]any{"tool": "kv__get"}); strings.HasPrefix(text(res), "ERROR") {
+		t.Fatalf("kv__get via the researcher: %q", text(res))
 	}
 }
