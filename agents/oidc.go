@@ -71,6 +71,13 @@ type IssuerConfig struct {
 	GroupsClaim string
 	// Kind of the initiators this issuer vouches for (default user).
 	Kind InitiatorKind
+	// SubjectPrefix is put in front of the subject to make the initiator
+	// ID ("okta:" makes User::"okta:alice"), so that two issuers cannot
+	// name the same initiator.
+	SubjectPrefix string
+	// Tenants, if set, are the only tenants this issuer's TenantClaim may
+	// name; a token naming another is refused.
+	Tenants []string
 }
 
 // OIDCOptions configure initiator token validation.
@@ -265,11 +272,14 @@ func (o *OIDC) Validate(ctx context.Context, token, agent string) (Initiator, er
 	if sub == "" {
 		return Initiator{}, fmt.Errorf("%w: initiator token has no %s", ErrInvalidToken, is.cfg.SubjectClaim)
 	}
-	in.ID = sub
+	in.ID = is.cfg.SubjectPrefix + sub
 	if c := is.cfg.TenantClaim; c != "" {
 		t, _ := extra[c].(string)
 		if t == "" {
 			return Initiator{}, fmt.Errorf("%w: initiator token has no tenant claim %s", ErrInvalidToken, c)
+		}
+		if len(is.cfg.Tenants) > 0 && !slices.Contains(is.cfg.Tenants, t) {
+			return Initiator{}, fmt.Errorf("%w: tenant %q is not one issuer %s may name", ErrInvalidToken, truncateStr(t, 100), is.cfg.Issuer)
 		}
 		in.Tenant = t
 	}

@@ -105,3 +105,32 @@ func TestOIDCRejectsUnsafeAlgorithms(t *testing.T) {
 		}
 	}
 }
+
+// TestOIDCIssuerScopes: an issuer's subject prefix makes its initiators its
+// own, and its tenant list bounds the tenants its tokens may name.
+func TestOIDCIssuerScopes(t *testing.T) {
+	a, b := oidctest.NewIssuer(t), oidctest.NewIssuer(t)
+	o, err := agents.NewOIDC(agents.OIDCOptions{Audience: "aud", Issuers: []agents.IssuerConfig{
+		{Issuer: a.URL, SubjectPrefix: "a:", TenantClaim: "tid", Tenants: []string{"acme"}},
+		{Issuer: b.URL, SubjectPrefix: "b:", TenantClaim: "tid", Tenants: []string{"globex"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := func(is *oidctest.Issuer, tenant string) string {
+		c := is.Claims("alice", "aud")
+		c["tid"] = tenant
+		return is.Token(t, c)
+	}
+	in, err := o.Validate(context.Background(), tok(a, "acme"), coderID)
+	if err != nil || in.ID != "a:alice" || in.Tenant != "acme" {
+		t.Fatalf("issuer a: %v %+v", err, in)
+	}
+	in, err = o.Validate(context.Background(), tok(b, "globex"), coderID)
+	if err != nil || in.ID != "b:alice" {
+		t.Fatalf("issuer b's alice is not issuer a's: %v %+v", err, in)
+	}
+	if _, err := o.Validate(context.Background(), tok(b, "acme"), coderID); !errors.Is(err, agents.ErrInvalidToken) || !strings.Contains(err.Error(), "tenant") {
+		t.Fatalf("issuer b naming acme's tenant: %v", err)
+	}
+}

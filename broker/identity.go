@@ -83,6 +83,14 @@ type OIDCIssuerConfig struct {
 	GroupsClaim  string   `yaml:"groups_claim"`
 	// Kind is user (default) or workload.
 	Kind string `yaml:"kind"`
+	// SubjectPrefix goes in front of the subject to make the initiator ID
+	// ("okta:" makes User::"okta:alice"). With more than one issuer, each
+	// needs its own, so that no issuer can name another's initiators.
+	SubjectPrefix string `yaml:"subject_prefix"`
+	// Tenants are the tenants this issuer's tenant_claim may name (others
+	// are refused). With more than one issuer, every issuer with a
+	// tenant_claim must list them.
+	Tenants []string `yaml:"tenants"`
 }
 
 func (ic *IdentityConfig) offline() bool { return ic.SPIFFE.SVIDCert != "" }
@@ -157,6 +165,19 @@ func (ic *IdentityConfig) validateSPIFFE() []error {
 		case "", "user", "workload":
 		default:
 			add("%s.kind: %q is not user or workload", w, is.Kind)
+		}
+		if len(is.Tenants) > 0 && is.TenantClaim == "" {
+			add("%s.tenants: set tenant_claim too (without it every initiator is in the default tenant)", w)
+		}
+		if len(oc.Issuers) > 1 {
+			if is.TenantClaim != "" && len(is.Tenants) == 0 {
+				add("%s.tenants: required with more than one issuer, so that no issuer can name another's tenants", w)
+			}
+			for j := range i {
+				if oc.Issuers[j].SubjectPrefix == is.SubjectPrefix {
+					add("%s.subject_prefix: %q is also issuers[%d]'s: with more than one issuer each needs its own, so that no issuer can name another's initiators", w, is.SubjectPrefix, j)
+				}
+			}
 		}
 	}
 	return errs
@@ -296,7 +317,7 @@ func (b *Broker) setupSPIFFE() error {
 		for _, is := range ic.OIDC.Issuers {
 			iss = append(iss, agents.IssuerConfig{Issuer: is.Issuer, JWKSURL: is.JWKSURL, Audiences: is.Audiences,
 				Algorithms: is.Algorithms, SubjectClaim: is.SubjectClaim, TenantClaim: is.TenantClaim,
-				GroupsClaim: is.GroupsClaim, Kind: agents.InitiatorKind(is.Kind)})
+				GroupsClaim: is.GroupsClaim, Kind: agents.InitiatorKind(is.Kind), SubjectPrefix: is.SubjectPrefix, Tenants: is.Tenants})
 		}
 		o, err := agents.NewOIDC(agents.OIDCOptions{Issuers: iss, Audience: ic.OIDC.Resource,
 			RequiredScopes: ic.OIDC.RequiredScopes, DefaultTenant: ic.DefaultTenant})

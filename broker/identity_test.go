@@ -357,7 +357,10 @@ func TestSPIFFEConfigValidation(t *testing.T) {
 	c.Policies = "p"
 	c.Identity = IdentityConfig{Mode: "spiffe", DefaultAgent: "spiffe://x/y",
 		SPIFFE: SPIFFEIdentityConfig{TrustDomains: []string{"spiffe://bad/x"}, SVIDCert: "c"},
-		OIDC:   OIDCIdentityConfig{Resource: "http://broker/mcp", Issuers: []OIDCIssuerConfig{{Issuer: "http://idp.example", Algorithms: []string{"HS256", "none"}}}},
+		OIDC: OIDCIdentityConfig{Resource: "http://broker/mcp", Issuers: []OIDCIssuerConfig{
+			{Issuer: "http://idp.example", Algorithms: []string{"HS256", "none"}, TenantClaim: "tid"},
+			{Issuer: "https://idp2.example", Tenants: []string{"acme"}},
+		}},
 	}
 	c.Servers = []ServerConfig{{Name: "a", Transport: "streamable-http", URL: "http://x/mcp", SPIFFEID: "spiffe://example.org/a", ForwardAgentToken: true}}
 	err := c.Validate()
@@ -365,7 +368,9 @@ func TestSPIFFEConfigValidation(t *testing.T) {
 		t.Fatal("accepted")
 	}
 	for _, want := range []string{"trust_domains[0]", "svid_cert and svid_key", "bundles: required", "dev-mode settings",
-		"resource", "issuers[0].issuer", `"HS256"`, `"none"`, "never forwarded", "https:// for mTLS"} {
+		"resource", "issuers[0].issuer", `"HS256"`, `"none"`, "never forwarded", "https:// for mTLS",
+		"issuers[0].tenants: required with more than one issuer", "issuers[1].tenants: set tenant_claim too",
+		`issuers[1].subject_prefix: "" is also issuers[0]'s`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
 		}
