@@ -55,7 +55,7 @@ func newBenchRig(b *testing.B, nosync bool) *benchRig {
 	}
 	cfg := Defaults()
 	cfg.Policies = dir
-	cfg.Identity = IdentityConfig{Mode: "dev", Tokens: []DevToken{{TokenFile: tok, Agent: coder, Initiator: "bob"}}}
+	cfg.Identity = IdentityConfig{Mode: "dev", Tokens: []DevToken{{TokenFile: tok, Agent: coder, Initiator: "alice"}}}
 	cfg.Agents = []AgentConfig{{ID: planner, Classes: []string{"bench"}}, {ID: coder, Classes: []string{"bench"}}}
 	cfg.Servers = []ServerConfig{{Name: "kv", Transport: "in-process", inProcess: "kv", Trusted: true}}
 	cfg.inProcess = map[string]*server.MCPServer{"kv": kvServer()}
@@ -93,7 +93,7 @@ func newBenchRig(b *testing.B, nosync bool) *benchRig {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return &benchRig{b: br, handle: h, ident: agents.Identity{Agent: coder, Initiator: "bob", InitiatorKind: agents.InitiatorUser, Method: "bench"}}
+	return &benchRig{b: br, handle: h, ident: agents.Identity{Agent: coder, Initiator: "alice", InitiatorKind: agents.InitiatorUser, Method: "bench"}}
 }
 
 func (r *benchRig) ctx() context.Context {

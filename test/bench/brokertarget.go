@@ -86,7 +86,7 @@ func StartBroker(ctx context.Context, downstreamURL string, o BrokerOptions) (*B
 	cfg.LogLevel = "error"
 	cfg.Identity = broker.IdentityConfig{Mode: "dev", Tokens: []broker.DevToken{
 		{TokenFile: filepath.Join(dir, "planner.token"), Agent: Planner, Initiator: "alice", Tenant: "acme", Groups: []string{"engineering"}},
-		{TokenFile: filepath.Join(dir, "coder.token"), Agent: Coder, Initiator: "bob", Tenant: "acme"},
+		{TokenFile: filepath.Join(dir, "coder.token"), Agent: Coder, Initiator: "alice", Tenant: "acme"}, // acts for alice, in the planner's sub-task
 	}}
 	cfg.Agents = []broker.AgentConfig{
 		{ID: Planner, Classes: []string{"bench"}, MaxDepth: 3,
