@@ -3,11 +3,15 @@ package tools
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"path"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Args is a tool call's arguments after canonicalization.
@@ -41,12 +45,15 @@ func Canonicalize(raw []byte) (Args, error) {
 	if err := dec.Decode(&v); err != nil {
 		return Args{}, fmt.Errorf("%w: %v", ErrBadArguments, err)
 	}
-	if dec.More() {
+	if len(bytes.TrimSpace(raw[dec.InputOffset():])) > 0 { // dec.More misses a stray ] or }
 		return Args{}, fmt.Errorf("%w: trailing data", ErrBadArguments)
 	}
 	obj, ok := v.(map[string]any)
 	if !ok {
 		return Args{}, ErrBadArguments
+	}
+	if err := unambiguous(raw); err != nil {
+		return Args{}, fmt.Errorf("%w: %v", ErrBadArguments, err)
 	}
 	var buf bytes.Buffer
 	if err := writeCanonical(&buf, obj); err != nil {
@@ -178,4 +185,127 @@ func cleanURL(s string) (string, string, bool) {
 		u.Path = path.Clean(u.Path)
 	}
 	return u.String(), host, true
+}
+
+// unambiguous refuses arguments that two JSON readers could read
+// differently, since policy, the audit trail and approvals see the decoded
+// arguments while the downstream gets the agent's bytes: a key repeated in
+// one object (also under case folding, as encoding/json matches struct
+// fields; the first or the last copy wins depending on the reader), bytes
+// that are not UTF-8, and a \u escape of a lone surrogate (both decode to
+// U+FFFD). raw is valid JSON.
+func unambiguous(raw []byte) error {
+	if !utf8.Valid(raw) {
+		return errors.New("not valid UTF-8")
+	}
+	type object struct {
+		expectKey bool
+		keys      []string
+		set       map[string]bool // past a few keys
+	}
+	var stack []*object // nil for arrays
+	for i := 0; i < len(raw); {
+		switch raw[i] {
+		case '{':
+			stack = append(stack, &object{expectKey: true})
+			i++
+		case '[':
+			stack = append(stack, nil)
+			i++
+		case '}', ']':
+			if len(stack) == 0 {
+				return errors.New("unbalanced")
+			}
+			stack = stack[:len(stack)-1]
+			i++
+		case ',':
+			if len(stack) == 0 {
+				return errors.New("unbalanced")
+			}
+			if top := stack[len(stack)-1]; top != nil {
+				top.expectKey = true
+			}
+			i++
+		case '"':
+			end, escaped, err := scanString(raw, i)
+			if err != nil {
+				return err
+			}
+			if len(stack) > 0 {
+				if top := stack[len(stack)-1]; top != nil && top.expectKey {
+					key := string(raw[i+1 : end-1])
+					if escaped {
+						if err := json.Unmarshal(raw[i:end], &key); err != nil {
+							return err
+						}
+					}
+					fold := strings.ToUpper(strings.ToLower(key))
+					dup := top.set[fold]
+					if top.set == nil {
+						dup = slices.Contains(top.keys, fold)
+						if top.keys = append(top.keys, fold); len(top.keys) > 16 {
+							top.set = make(map[string]bool, 2*len(top.keys))
+							for _, k := range top.keys {
+								top.set[k] = true
+							}
+						}
+					} else {
+						top.set[fold] = true
+					}
+					if dup {
+						return fmt.Errorf("key %s appears more than once in one object (keys are compared ignoring case)", strconv.Quote(key))
+					}
+					top.expectKey = false
+				}
+			}
+			i = end
+		default:
+			i++
+		}
+	}
+	return nil
+}
+
+// scanString returns the index after the string that starts at raw[i]
+// (a quote), whether it has escapes, and an error for a lone surrogate.
+func scanString(raw []byte, i int) (int, bool, error) {
+	escaped := false
+	for j := i + 1; j < len(raw); j++ {
+		switch raw[j] {
+		case '"':
+			return j + 1, escaped, nil
+		case '\\':
+			escaped = true
+			j++
+			if j < len(raw) && raw[j] == 'u' {
+				r := hex4(raw, j+1)
+				j += 4
+				switch {
+				case r >= 0xD800 && r <= 0xDBFF:
+					if j+6 < len(raw) && raw[j+1] == '\\' && raw[j+2] == 'u' {
+						if lo := hex4(raw, j+3); lo >= 0xDC00 && lo <= 0xDFFF {
+							j += 6
+							continue
+						}
+					}
+					return 0, false, errors.New("a string has a lone surrogate escape")
+				case r >= 0xDC00 && r <= 0xDFFF:
+					return 0, false, errors.New("a string has a lone surrogate escape")
+				}
+			}
+		}
+	}
+	return 0, false, errors.New("unterminated string")
+}
+
+// hex4 reads four hex digits at raw[i:] (-1 if they are not).
+func hex4(raw []byte, i int) int {
+	if i+4 > len(raw) {
+		return -1
+	}
+	n, err := strconv.ParseUint(string(raw[i:i+4]), 16, 32)
+	if err != nil {
+		return -1
+	}
+	return int(n)
 }

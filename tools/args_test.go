@@ -3,6 +3,7 @@ package tools
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -114,4 +115,48 @@ func FuzzCanonicalize(f *testing.F) {
 			t.Fatalf("not idempotent: %q -> %q", a.Canonical, again.Canonical)
 		}
 	})
+}
+
+// TestCanonicalizeRefusesAmbiguity: arguments two JSON readers could read
+// differently are refused, since policy and the audit trail see the
+// decoded arguments and the downstream the agent's bytes.
+func TestCanonicalizeRefusesAmbiguity(t *testing.T) {
+	for name, raw := range map[string]string{
+		"repeated key":                `{"path":"/tmp/ok","path":"/etc/shadow"}`,
+		"repeated key, other case":    `{"path":"/tmp/ok","PATH":"/etc/shadow"}`,
+		"repeated key, escaped":       `{"path":"/tmp/ok","p\u0061th":"/etc/shadow"}`,
+		"repeated key, nested":        `{"a":[{"x":1,"x":2}]}`,
+		"repeated key, Kelvin sign":   "{\"k\":1,\"\u212a\":2}",
+		"invalid UTF-8":               "{\"a\":\"a\xff\"}",
+		"lone high surrogate":         `{"a":"\ud800"}`,
+		"lone low surrogate":          `{"a":"x\udc00"}`,
+		"high surrogate, then letter": `{"a":"\ud800\u0041"}`,
+		"stray closing bracket":       `{}]`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := Canonicalize([]byte(raw)); !errors.Is(err, ErrBadArguments) {
+				t.Fatalf("accepted %s: %v", raw, err)
+			}
+		})
+	}
+	many := `{`
+	for i := range 40 {
+		many += fmt.Sprintf(`"k%d":%d,`, i, i)
+	}
+	for name, raw := range map[string]string{
+		"same key in two objects": `{"a":{"x":1},"b":{"x":2},"x":3}`,
+		"key equal to a value":    `{"a":"b","b":"a"}`,
+		"surrogate pair":          `{"a":"\ud83d\ude00"}`,
+		"escaped quote in key":    `{"a\"b":1,"a":2}`,
+		"many keys":               many + `"last":1}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := Canonicalize([]byte(raw)); err != nil {
+				t.Fatalf("refused %s: %v", raw, err)
+			}
+		})
+	}
+	if _, err := Canonicalize([]byte(many + `"k3":1}`)); !errors.Is(err, ErrBadArguments) {
+		t.Fatal("a repeated key among many accepted")
+	}
 }
