@@ -72,7 +72,11 @@ type ExportOptions struct {
 func Export(ctx context.Context, s *store.Store, w io.Writer, opts ExportOptions) (n int, last uint64, err error) {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	started := opts.Since.IsZero()
-	err = s.ScanLedger(opts.From, func(seq uint64, raw []byte) error {
+	from, err := liveFrom(s, opts.From)
+	if err != nil {
+		return 0, 0, fmt.Errorf("export audit: %w", err)
+	}
+	err = s.ScanLedger(from, func(seq uint64, raw []byte) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}

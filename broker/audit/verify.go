@@ -112,6 +112,12 @@ func (v *verifier) add(seq uint64, raw []byte) error {
 	if err != nil {
 		return &ChainError{Seq: seq, Reason: "malformed event: " + err.Error()}
 	}
+	if !bytes.Equal(canon, se.Event) {
+		// What is hashed must be what is stored and exported: a reader
+		// that takes the first of two "decision" keys would otherwise
+		// see another event than the one verified.
+		return &ChainError{Seq: seq, Reason: "event not in canonical form: entry altered"}
+	}
 	var ev Event
 	if err := json.Unmarshal(canon, &ev); err != nil {
 		return &ChainError{Seq: seq, Reason: "malformed event: " + err.Error()}
