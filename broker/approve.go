@@ -271,6 +271,7 @@ func (b *Broker) planApproval(c *call) (approvalPlan, error) {
 	}
 	slices.Sort(reasons)
 	p.reason = strings.Join(slices.Compact(reasons), "; ")
+	slices.Sort(p.groups) // as records store them
 	return p, nil
 }
 
@@ -325,6 +326,10 @@ func (b *Broker) approveCall(ctx context.Context, c *call, req mcp.CallToolReque
 		return nil, nil, ReasonApprovalRequired
 	}
 	use := b.approvalUse(c)
+	use.Asked = &approval.Asked{PolicyIDs: plan.policyIDs, Group: strings.Join(plan.groups, ",")}
+	if plan.mode == planInitiator {
+		use.Asked.Mode = approval.ModeInitiator
+	}
 	// An approval that already covers this call: a live session or task
 	// grant, or a once approval for this very call decided while it was
 	// away (for example across a restart).

@@ -272,6 +272,11 @@ func TestApprovalSessionScope(t *testing.T) {
 	if h.asked.Load() != 1 {
 		t.Fatalf("asked %d times; a session grant covers the rest of the session", h.asked.Load())
 	}
+	// It answers team-write only: a shared note (another policy) is asked
+	// again.
+	if res, err := write(ctx, c, "shared/x"); err != nil || res.IsError || h.asked.Load() != 2 {
+		t.Fatalf("shared/x after a team grant: %v %s, asked %d times", err, text(res), h.asked.Load())
+	}
 	// Another session is not covered.
 	h2 := &human{action: mcp.ElicitationResponseActionDecline}
 	c2 := dial(t, u, mcp.ProtocolVersion20251125, h2)

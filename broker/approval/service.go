@@ -89,7 +89,24 @@ type Use struct {
 	Tool       string
 	Initiator  string
 	Chain      []string
+	// Asked, if set, is what the current policies ask of the call's
+	// approval: an earlier approval covers it only if it answered at
+	// least as much.
+	Asked *Asked
 }
+
+// Asked is what the policies that want a call approved ask.
+type Asked struct {
+	PolicyIDs []string // every one must be among the approval's
+	Group     string   // the approver groups, sorted, comma-separated: must be the approval's
+	Mode      Mode     // if set, the approval must have been decided this way
+}
+
+// OnceGrace is how long after its decision deadline an approved
+// once-scoped approval may still be used by its call (one retried after
+// the broker restarted, or whose agent reconnected): after it, the
+// approval expires unused.
+const OnceGrace = 10 * time.Minute
 
 // Request stores a new approval in state Requested. ID and RequestedAt are
 // filled when empty.
@@ -162,6 +179,9 @@ func (s *Service) overdue(r *Record) bool {
 	case Requested:
 		return now.After(r.ExpiresAt)
 	case Approved:
+		if r.Scope == ScopeOnce {
+			return now.After(r.ExpiresAt.Add(OnceGrace))
+		}
 		return r.GrantUntil != nil && now.After(*r.GrantUntil)
 	}
 	return false
@@ -396,6 +416,16 @@ func (s *Service) end(id string, to State, note string) (*Record, error) {
 func (s *Service) covers(r *Record, u Use) bool {
 	if r.State != Approved || s.overdue(r) {
 		return false
+	}
+	if a := u.Asked; a != nil {
+		for _, id := range a.PolicyIDs {
+			if !slices.Contains(r.PolicyIDs, id) {
+				return false // another policy asks, which this approval never answered
+			}
+		}
+		if r.Group != a.Group || a.Mode != "" && r.Mode != a.Mode {
+			return false
+		}
 	}
 	switch r.Scope {
 	case ScopeOnce:

@@ -307,3 +307,45 @@ func TestWebhookSigned(t *testing.T) {
 		t.Error("secret printed")
 	}
 }
+
+// TestApprovedOnceExpiresUnused: a once approval nobody used expires
+// OnceGrace after its decision deadline.
+func TestApprovedOnceExpiresUnused(t *testing.T) {
+	svc, clk, _, _ := newService(t)
+	r, _ := request(svc, clk, approval.ModeApprover, approval.ScopeOnce, "")
+	if _, err := svc.Decide(r.ID, approval.Decision{Approve: true, By: approval.Approver{ID: "carol"}, Channel: approval.ChannelCLI}); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(5*time.Minute + approval.OnceGrace + time.Second)
+	if _, err := svc.Covering(use("call-1", "hmac-sha256:call1")); !errors.Is(err, approval.ErrNotCovered) {
+		t.Fatalf("a month-old once approval still covers its call: %v", err)
+	}
+}
+
+// TestGrantCoversOnlyWhatWasAsked: a session grant answers the policies
+// that asked for it, for their approver groups; a call another policy (or
+// another group) wants approved is not covered.
+func TestGrantCoversOnlyWhatWasAsked(t *testing.T) {
+	svc, clk, _, _ := newService(t)
+	r, _ := request(svc, clk, approval.ModeApprover, approval.ScopeSession, "")
+	if _, err := svc.Decide(r.ID, approval.Decision{Approve: true, By: approval.Approver{ID: "carol"}, Channel: approval.ChannelWeb}); err != nil {
+		t.Fatal(err)
+	}
+	asked := func(a approval.Asked) approval.Use {
+		u := use("c2", "d2")
+		u.Asked = &a
+		return u
+	}
+	for name, a := range map[string]approval.Asked{
+		"another policy":        {PolicyIDs: []string{"p1", "p2"}},
+		"an approver group":     {PolicyIDs: []string{"p1"}, Group: "finance"},
+		"only by the initiator": {PolicyIDs: []string{"p1"}, Mode: approval.ModeInitiator},
+	} {
+		if _, err := svc.Covering(asked(a)); !errors.Is(err, approval.ErrNotCovered) {
+			t.Errorf("%s: covered (%v)", name, err)
+		}
+	}
+	if _, err := svc.Covering(asked(approval.Asked{PolicyIDs: []string{"p1"}})); err != nil {
+		t.Fatalf("what was asked: %v", err)
+	}
+}
