@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -379,7 +381,7 @@ func (b *Broker) requestApproval(ctx context.Context, c *call, plan approvalPlan
 	rec := approval.Record{
 		CallID: c.id, Session: use.Session, Agent: c.identity.Agent, Chain: c.chain(), Initiator: c.initiatorID(),
 		Tenant: c.tenant(), Task: c.taskID(), Server: c.target.Server, Tool: c.target.Exposed,
-		ArgsDigest: b.hasher.Digest(c.args.Canonical), CallDigest: use.CallDigest, Summary: summarizeArgs(c.args.Canonical),
+		ArgsDigest: b.hasher.Digest(c.args.Canonical), CallDigest: use.CallDigest, Summary: summarizeArgs(c.args.Canonical, b.classes[c.target.Server][c.target.Name]),
 		Reason: plan.reason, PolicyIDs: plan.policyIDs, PolicyDigest: plan.digest, Mode: mode, Group: strings.Join(plan.groups, ","),
 		Asked: asked, Scope: plan.scope, RequestedAt: now, ExpiresAt: now.Add(plan.timeout),
 	}
@@ -396,7 +398,7 @@ func (b *Broker) requestApproval(ctx context.Context, c *call, plan approvalPlan
 	}
 	ev := b.approvalEvent(r, audit.ApprovalRequested)
 	ev.Decision = audit.DecisionNeedsApproval
-	ev.Args = audit.Classify(b.hasher, nil, c.args.Fields)
+	ev.Args = audit.Classify(b.hasher, b.classes[c.target.Server][c.target.Name], c.args.Fields)
 	ev.Detail = fmt.Sprintf("approval %s asked %s (mode %s%s, scope %s, until %s)", r.ID, r.Asked, r.Mode,
 		groupSuffix(r.Group), r.Scope, r.ExpiresAt.UTC().Format(time.RFC3339))
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -802,8 +804,12 @@ func (b *Broker) notifyWebhook(event string, r *approval.Record) {
 
 // summarizeArgs is the readable, redacted summary of canonical arguments
 // shown to the human: one line per field (nested objects flattened to
-// dotted paths), secret-looking names redacted, long values cut.
-func summarizeArgs(canonical []byte) []approval.Field {
+// dotted paths), long values cut, and redacted: fields the server's
+// classify rules call secret (an object so classified, whole), and, where
+// no rule says otherwise, secret-looking names. Sensitive fields are shown:
+// the human must see what they approve (and the approvals store keeps
+// what was shown).
+func summarizeArgs(canonical []byte, rules audit.Classes) []approval.Field {
 	var m map[string]any
 	if err := json.Unmarshal(canonical, &m); err != nil {
 		return nil
@@ -821,8 +827,9 @@ func summarizeArgs(canonical []byte) []approval.Field {
 			if prefix != "" {
 				path = prefix + "." + k
 			}
-			sec := secret || audit.IsSecretName(k)
-			if sub, ok := m[k].(map[string]any); ok && depth < 4 {
+			class, explicit := rules[path]
+			sec := secret || explicit && class != audit.Public && class != audit.Sensitive || !explicit && audit.IsSecretName(k)
+			if sub, ok := m[k].(map[string]any); ok && depth < 4 && !(explicit && sec) {
 				walk(path, sub, depth+1, sec)
 				continue
 			}
@@ -835,11 +842,52 @@ func summarizeArgs(canonical []byte) []approval.Field {
 					v = string(b)
 				}
 			}
-			out = append(out, approval.Field{Name: path, Value: truncate(v, 500)})
+			out = append(out, approval.Field{Name: visible(path), Value: shown(visible(v), 500)})
 		}
 	}
 	walk("", m, 0, false)
 	return out
+}
+
+// visible writes out what a prompt must not interpret: control characters
+// (a newline could fake a line of the prompt), line and paragraph
+// separators, and bidirectional overrides (which reorder what is shown),
+// each as a \u escape (newline and tab as \n and \t).
+func visible(s string) string {
+	hidden := func(r rune) bool {
+		return unicode.IsControl(r) || r == '\u2028' || r == '\u2029' || r == '\u200e' || r == '\u200f' ||
+			r >= '\u202a' && r <= '\u202e' || r >= '\u2066' && r <= '\u2069'
+	}
+	if !strings.ContainsFunc(s, hidden) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case hidden(r):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// shown cuts s to about n bytes (at a rune boundary) and says how much
+// was left out, so that the human knows they do not see all of it.
+func shown(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… [%d more bytes not shown]", s[:cut], len(s)-cut)
 }
 
 // approvalPrompt is the exact text shown to the human.

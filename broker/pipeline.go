@@ -417,6 +417,11 @@ func (b *Broker) readmit(ctx context.Context, c *call, granted *policies.Approva
 		return ReasonApprovalRequired
 	}
 	a := c.acting
+	// The wait may have been long: a tool whose definition changed
+	// meanwhile is unpinned now, whatever it was when the human was asked.
+	if c.target.Kind == policies.TargetTool && b.isUnpinned(c.target.Server, c.target.Name) {
+		c.target.Unpinned = true
+	}
 	dec := b.engine.Decide(policies.Request{
 		CallID: c.id, Action: policies.ActionCallTool, Initiator: a.initiator, Chain: b.policyChain(a),
 		Target: c.target, Args: c.args.Fields, Now: b.now(), Task: b.taskContext(a), Approval: granted,
