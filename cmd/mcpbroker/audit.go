@@ -316,7 +316,19 @@ func verifyDir(dir string, opts audit.VerifyOptions) (rep audit.Report, verr, er
 		res, rerr := audit.VerifyRemote(ctx, sock)
 		cancel()
 		if rerr == nil {
-			return res.Report, res.Err(), nil
+			if res.Err() != nil {
+				return res.Report, res.Err(), nil
+			}
+			// The socket's word is not proof (anyone who can write DIR
+			// can put a socket there): verify what it serves, here, with
+			// the pinned key and anchor, which a planted socket cannot
+			// forge signatures for.
+			local, lerr, err := verifyServed(sock, opts)
+			if err != nil || lerr != nil {
+				return local, lerr, err
+			}
+			local.Base = res.Report.Base
+			return local, nil, nil
 		}
 		remoteErr = rerr
 	}
@@ -617,4 +629,23 @@ func openStore(dir string, remoteErr error) (*store.Store, error) {
 func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
+}
+
+// verifyServed verifies, locally, the whole ledger the broker at sock
+// exports.
+func verifyServed(sock string, opts audit.VerifyOptions) (rep audit.Report, verr, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	pr, pw := io.Pipe()
+	go func() {
+		_, _, err := audit.ExportRemote(ctx, sock, pw, audit.ExportOptions{})
+		pw.CloseWithError(err)
+	}()
+	rep, verr = audit.VerifyJSONL(pr, opts)
+	_ = pr.CloseWithError(errors.New("verification ended"))
+	var ce *audit.ChainError
+	if verr != nil && !errors.As(verr, &ce) {
+		return rep, nil, fmt.Errorf("verify what the broker exports: %w", verr)
+	}
+	return rep, verr, nil
 }

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,6 +39,11 @@ func TestAuditCLI(t *testing.T) {
 	}
 	cs.CallTool(ctx, &mcp.CallToolParams{Name: "notes__delete_note", Arguments: map[string]any{"name": "welcome"}})
 	cs.Close()
+	// Verify while the broker runs: through the admin socket, and what it
+	// serves is verified here.
+	if out, code := run(t, bin, "audit", "verify", "--data", dir); code != 0 {
+		t.Fatalf("verify while running: exit %d\n%s", code, out)
+	}
 	// Reads while the broker runs go through the admin socket.
 	if out, code := run(t, bin, "audit", "query", "--data", dir, "--decision", "deny", "--tool", "notes__delete_note"); code != 0 || strings.Count(out, "\n") != 1 {
 		t.Fatalf("query deny while running: exit %d\n%s", code, out)
@@ -56,6 +64,35 @@ func TestAuditCLI(t *testing.T) {
 	}
 	if out, code := run(t, bin, "audit", "verify", "--data", dir); code != 0 {
 		t.Fatalf("verify: exit %d\n%s", code, out)
+	}
+
+	// A socket planted in a copy of the data dir that says "ok" proves
+	// nothing: verify checks what it serves against the anchor and key
+	// kept elsewhere.
+	pub0, _ := run(t, bin, "audit", "pubkey", "--data", dir)
+	anchorCopy := filepath.Join(t.TempDir(), "anchor.json")
+	if b, err := os.ReadFile(filepath.Join(dir, "audit.anchor")); err != nil {
+		t.Fatal(err)
+	} else if err := os.WriteFile(anchorCopy, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fake := filepath.Join(t.TempDir(), "fake")
+	os.MkdirAll(fake, 0o700)
+	ln, err := net.Listen("unix", filepath.Join(fake, "admin.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/verify") {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"ok":true,"entries":1000,"first":1,"last":1000,"anchored":true,"key_pinned":true}`)
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-ndjson") // an empty export
+	}))
+	if out, code := run(t, bin, "audit", "verify", "--data", fake, "--pubkey", strings.TrimSpace(pub0), "--anchor", anchorCopy); code == 0 {
+		t.Fatalf("a planted socket's ok was believed: exit %d\n%s", code, out)
 	}
 
 	// Export from seq 3 re-verifies, flagged as starting mid-ledger.
