@@ -28,8 +28,15 @@ const (
 const DefaultCheckpointEvery = 1000
 
 // checkpointDomain separates checkpoint signatures from any other use of
-// the key.
-const checkpointDomain = "mcpbroker.audit.checkpoint.v1\n"
+// the key; baseDomain separates compaction bases from checkpoints, so that
+// no checkpoint (one in the ledger, the anchor) can be planted as a base.
+const (
+	checkpointDomain = "mcpbroker.audit.checkpoint.v1\n"
+	baseDomain       = "mcpbroker.audit.compaction-base.v1\n"
+)
+
+// KindBase marks a Checkpoint that is a compaction base.
+const KindBase = "compaction-base"
 
 // keyPrefix starts the text form of an Ed25519 public key.
 const keyPrefix = "ed25519:"
@@ -41,15 +48,36 @@ const keyPrefix = "ed25519:"
 //
 // Sig is hex(Ed25519(key, "mcpbroker.audit.checkpoint.v1\n" + decimal(Seq) +
 // "\n" + Hash)).
+//
+// A compaction base has Kind KindBase and Archive, the SHA-256 (hex) of the
+// archive it was cut into, and its Sig is over "mcpbroker.audit.
+// compaction-base.v1\n" + decimal(Seq) + "\n" + Hash + "\n" + Archive.
 type Checkpoint struct {
-	Seq  uint64 `json:"seq"`
-	Hash string `json:"hash"` // lower-case hex entry hash
-	Key  string `json:"key"`  // "ed25519:<hex public key>"
-	Sig  string `json:"sig"`  // hex signature
+	Seq     uint64 `json:"seq"`
+	Hash    string `json:"hash"` // lower-case hex entry hash
+	Key     string `json:"key"`  // "ed25519:<hex public key>"
+	Sig     string `json:"sig"`  // hex signature
+	Kind    string `json:"kind,omitempty"`
+	Archive string `json:"archive,omitempty"`
 }
 
 func checkpointMessage(seq uint64, hash string) []byte {
 	return []byte(checkpointDomain + strconv.FormatUint(seq, 10) + "\n" + hash)
+}
+
+func baseMessage(seq uint64, hash, archive string) []byte {
+	return []byte(baseDomain + strconv.FormatUint(seq, 10) + "\n" + hash + "\n" + archive)
+}
+
+// message is what c's signature covers.
+func (c *Checkpoint) message() ([]byte, error) {
+	switch c.Kind {
+	case "":
+		return checkpointMessage(c.Seq, c.Hash), nil
+	case KindBase:
+		return baseMessage(c.Seq, c.Hash, c.Archive), nil
+	}
+	return nil, fmt.Errorf("checkpoint of seq %d: unknown kind %q", c.Seq, c.Kind)
 }
 
 // Verify checks the signature. With pinned non-nil, the checkpoint must also
@@ -67,7 +95,11 @@ func (c *Checkpoint) Verify(pinned ed25519.PublicKey) error {
 	if err != nil || len(sig) != ed25519.SignatureSize {
 		return fmt.Errorf("checkpoint of seq %d: malformed signature", c.Seq)
 	}
-	if !ed25519.Verify(pub, checkpointMessage(c.Seq, c.Hash), sig) {
+	msg, err := c.message()
+	if err != nil {
+		return err
+	}
+	if !ed25519.Verify(pub, msg, sig) {
 		return fmt.Errorf("checkpoint of seq %d: bad signature", c.Seq)
 	}
 	return nil
@@ -113,6 +145,13 @@ func (s *Signer) PublicKey() ed25519.PublicKey { return s.priv.Public().(ed25519
 func (s *Signer) Sign(seq uint64, hash string) Checkpoint {
 	sig := ed25519.Sign(s.priv, checkpointMessage(seq, hash))
 	return Checkpoint{Seq: seq, Hash: hash, Key: s.pub, Sig: hex.EncodeToString(sig)}
+}
+
+// SignBase signs a compaction base: entries up to seq (whose hash is hash)
+// were cut into the archive whose SHA-256 (hex) is archive.
+func (s *Signer) SignBase(seq uint64, hash, archive string) Checkpoint {
+	sig := ed25519.Sign(s.priv, baseMessage(seq, hash, archive))
+	return Checkpoint{Seq: seq, Hash: hash, Key: s.pub, Sig: hex.EncodeToString(sig), Kind: KindBase, Archive: archive}
 }
 
 // String hides the key.

@@ -2,6 +2,8 @@ package audit
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -69,7 +71,8 @@ func Compact(ctx context.Context, s *store.Store, signer *Signer, before time.Ti
 	if cut == 0 {
 		return CompactResult{}, nil
 	}
-	n, last, err := Export(ctx, s, archive, ExportOptions{From: rep.First, To: cut})
+	sum := sha256.New()
+	n, last, err := Export(ctx, s, io.MultiWriter(archive, sum), ExportOptions{From: rep.First, To: cut})
 	if err != nil {
 		return CompactResult{}, fmt.Errorf("compact audit: archive: %w", err)
 	}
@@ -81,7 +84,7 @@ func Compact(ctx context.Context, s *store.Store, signer *Signer, before time.Ti
 			return CompactResult{}, fmt.Errorf("compact audit: archive: %w", err)
 		}
 	}
-	base := signer.Sign(cut, cutHash)
+	base := signer.SignBase(cut, cutHash, hex.EncodeToString(sum.Sum(nil)))
 	b, err := json.Marshal(base)
 	if err != nil {
 		return CompactResult{}, err

@@ -234,6 +234,33 @@ func TestVerifyCatchesTampering(t *testing.T) {
 			m.Put([]byte("ledger_seq"), key(last-2))
 			m.Put([]byte("ledger_hash"), raw)
 		}, false, last - 1, "tail truncated"},
+		{"plant a ledger checkpoint as a compaction base", func(t *testing.T, l, m *bolt.Bucket) {
+			// The checkpoint in entry 7 vouches for seq 6: as a base it
+			// would let entries 1–6 go.
+			var se struct {
+				Event struct {
+					Checkpoint *Checkpoint `json:"checkpoint"`
+				} `json:"event"`
+			}
+			if err := json.Unmarshal(l.Get(key(7)), &se); err != nil || se.Event.Checkpoint == nil {
+				t.Fatalf("entry 7 is not a checkpoint: %v", err)
+			}
+			b, _ := json.Marshal(se.Event.Checkpoint)
+			m.Put([]byte("ledger_base"), b)
+			for seq := uint64(1); seq <= se.Event.Checkpoint.Seq; seq++ {
+				l.Delete(key(seq))
+			}
+		}, false, 7, "not signed as one"},
+		{"plant the anchor as a base and empty the ledger", func(t *testing.T, l, m *bolt.Bucket) {
+			b, err := os.ReadFile(base.anchor)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.Put([]byte("ledger_base"), b)
+			for seq := uint64(1); seq <= last; seq++ {
+				l.Delete(key(seq))
+			}
+		}, false, last + 1, "not signed as one"}, // the base (the anchor) vouches for the last entry
 		{"forge a checkpoint with another key", func(t *testing.T, l, m *bolt.Bucket) {
 			_, priv, _ := ed25519.GenerateKey(nil)
 			other := NewSigner(priv)

@@ -65,6 +65,11 @@ func (v *verifier) start(base *Checkpoint) error {
 	if base == nil {
 		return nil
 	}
+	if base.Kind != KindBase {
+		// An ordinary checkpoint (say, the anchor) copied into the base
+		// record would otherwise vouch for deleting every entry before it.
+		return &ChainError{Seq: base.Seq + 1, Reason: "compaction base is not signed as one (a checkpoint planted as a base, or compacted by an older mcpbroker)"}
+	}
 	if err := base.Verify(v.opts.PublicKey); err != nil {
 		return &ChainError{Seq: base.Seq + 1, Reason: "compaction base: " + err.Error()}
 	}
@@ -133,6 +138,9 @@ func (v *verifier) add(seq uint64, raw []byte) error {
 		if cp.Seq != seq-1 || cp.Hash != se.Prev {
 			return &ChainError{Seq: seq, Reason: fmt.Sprintf("checkpoint covers seq %d, not the entry before it", cp.Seq)}
 		}
+		if cp.Kind != "" {
+			return &ChainError{Seq: seq, Reason: fmt.Sprintf("checkpoint of kind %q where a ledger checkpoint belongs", cp.Kind)}
+		}
 		if err := cp.Verify(v.opts.PublicKey); err != nil {
 			return &ChainError{Seq: seq, Reason: err.Error()}
 		}
@@ -159,7 +167,15 @@ func (v *verifier) unanchoredOK() bool { return v.fileMode }
 
 // finish checks the anchor against the end of the ledger.
 func (v *verifier) finish() (Report, error) {
+	if v.rep.Base != nil && v.rep.Entries == 0 {
+		// Compaction never cuts the head: a base with nothing after it
+		// is a ledger emptied behind verify's back.
+		return v.rep, &ChainError{Seq: v.rep.Base.Seq + 1, Reason: "entry missing: nothing follows the compaction base"}
+	}
 	if a := v.opts.Anchor; a != nil {
+		if a.Kind != "" {
+			return v.rep, &ChainError{Seq: a.Seq, Reason: fmt.Sprintf("anchor: a checkpoint of kind %q is not an anchor", a.Kind)}
+		}
 		if err := a.Verify(v.opts.PublicKey); err != nil {
 			return v.rep, &ChainError{Seq: a.Seq, Reason: "anchor: " + err.Error()}
 		}
