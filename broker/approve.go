@@ -347,10 +347,15 @@ func (b *Broker) approveCall(ctx context.Context, c *call, req mcp.CallToolReque
 			ctx = sctx
 		}
 	}
-	inBand := plan.mode != planApprover && canElicit(ctx)
+	direct := directToInitiator(c)
+	inBand := plan.mode != planApprover && direct && canElicit(ctx)
 	if plan.mode == planInitiator && !inBand {
-		log.Info("approval impossible: only the initiator may approve and the agent cannot elicit")
-		b.recordApprovalRefusal(ctx, c, "", ReasonApprovalRequired, "only the initiator may approve (in band) and the agent did not declare elicitation")
+		why := "only the initiator may approve (in band) and the agent did not declare elicitation"
+		if !direct {
+			why = "only the initiator may approve (in band), and this agent does not answer to a human initiator directly (a sub-agent, or an agent acting for itself)"
+		}
+		log.Info("approval impossible", "why", why)
+		b.recordApprovalRefusal(ctx, c, "", ReasonApprovalRequired, why)
 		return nil, nil, ReasonApprovalRequired
 	}
 	if inBand {
@@ -358,6 +363,16 @@ func (b *Broker) approveCall(ctx context.Context, c *call, req mcp.CallToolReque
 	}
 	granted, reason = b.askOutOfBand(ctx, c, req, plan, use)
 	return nil, granted, reason
+}
+
+// directToInitiator reports whether an in-band prompt from c's agent can
+// reach its initiator: the initiator is a user, and the agent is the first
+// on its chain (its client is the user's). A sub-agent's client, or an
+// agent acting for itself, would answer its own prompt, so those calls are
+// approved out of band.
+func directToInitiator(c *call) bool {
+	a := c.acting
+	return a != nil && len(a.chain) == 0 && a.initiator.Kind == policies.InitiatorUser
 }
 
 // canElicit reports whether the agent declared form-mode elicitation.

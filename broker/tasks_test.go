@@ -458,3 +458,38 @@ func TestChainLimitWithoutCallerTask(t *testing.T) {
 		t.Fatalf("kv__get via the researcher: %q", text(res))
 	}
 }
+
+// TestSubAgentCannotApproveInBand: a call that only its initiator may
+// approve, in band, is refused when the acting agent is a sub-agent (its
+// client would answer its own prompt), even if that client can elicit.
+func TestSubAgentCannotApproveInBand(t *testing.T) {
+	r := newChainRig(t, permitAll+`
+@id("initiator-only") @approval("initiator")
+forbid (principal, action == Broker::Action::"call_tool", resource == Broker::Tool::"kv/put")
+unless { context has approval && context.approval.granted && context.approval.callId == context.callId };
+`)
+	h := grant(t, r, agents.Task{Agent: planner, Tools: []string{"kv__*"}})
+	c := r.agent(t, "planner-token-1", h)
+	_, out := delegate(t, c, map[string]any{"agent": coder, "tools": []any{"kv__put"}})
+	// The coder's client declares elicitation and would say yes.
+	tr, _ := transport.NewStreamableHTTP(r.url, transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer coder-token-1", HeaderTask: out["handle"].(string)}))
+	yes := &human{action: mcp.ElicitationResponseActionAccept, answer: "approve"}
+	sub := client.NewClient(tr, client.WithElicitationHandler(yes), client.WithProtocolVersion(mcp.ProtocolVersion20251125))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := sub.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if _, err := sub.Initialize(ctx, mcp.InitializeRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	res := callTool(t, sub, "kv__put", map[string]any{"key": "k"})
+	if reasonOf(res) != string(ReasonApprovalRequired) || yes.asked.Load() != 0 {
+		t.Fatalf("a sub-agent's own client approved its call: %q (asked %d)", text(res), yes.asked.Load())
+	}
+	es := listLive(t, r.dir, audit.Filter{Type: audit.ApprovalDecided, Target: "kv__put"})
+	if len(es) != 1 || !strings.Contains(es[0].Event.Detail, "sub-agent") {
+		t.Fatalf("refusal record: %+v", es)
+	}
+}
