@@ -171,19 +171,28 @@ func New(cfg Config, opts Options) (b *Broker, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	b.hasher, err = audit.LoadOrCreateKey(filepath.Join(cfg.DataDir, KeyFile))
+	inData := func(p, name string) string {
+		if p == "" {
+			return filepath.Join(cfg.DataDir, name)
+		}
+		return p
+	}
+	b.hasher, err = audit.LoadOrCreateKey(inData(cfg.Audit.HMACKey, KeyFile))
 	if err != nil {
 		return nil, fmt.Errorf("audit key: %w", err)
 	}
-	signer, err := audit.LoadOrCreateSigner(filepath.Join(cfg.DataDir, audit.SigningKeyFile))
+	signer, err := audit.LoadOrCreateSigner(inData(cfg.Audit.SigningKey, audit.SigningKeyFile))
 	if err != nil {
 		return nil, fmt.Errorf("audit signing key: %w", err)
+	}
+	if cfg.Audit.SigningKey == "" && cfg.Audit.AnchorFile == "" && !cfg.demo {
+		b.log.Info("the audit trail's signing key and anchor are in the data directory: whoever can write it can re-sign the ledger; keep the public key (mcpbroker audit pubkey) and copies of the anchor elsewhere, or set audit.signing_key and audit.anchor_file")
 	}
 	b.metrics = metrics.New()
 	b.tracer = opts.Tracer
 	b.ledger = audit.NewLedger(b.store, b.log, audit.WithSigner(signer),
 		audit.WithCheckpointEvery(1000),
-		audit.WithAnchorFile(filepath.Join(cfg.DataDir, audit.AnchorFile)),
+		audit.WithAnchorFile(inData(cfg.Audit.AnchorFile, audit.AnchorFile)),
 		audit.WithCommitObserver(b.metrics.StoreCommit))
 	b.metrics.LedgerSize(b.store.Size)
 	b.metrics.StoreCommits(func() (uint64, uint64, time.Duration) {

@@ -61,6 +61,8 @@ type Config struct {
 	Agents []AgentConfig `yaml:"agents"`
 	// Approvals configures human approval (see config_approvals.go).
 	Approvals ApprovalsConfig `yaml:"approvals"`
+	// Audit says where the audit trail's keys and anchor live.
+	Audit AuditConfig `yaml:"audit"`
 
 	// demo marks the built-in demo configuration: in-process demo servers
 	// and the embedded demo policies. Set only by DemoConfig.
@@ -100,6 +102,20 @@ type DevToken struct {
 	Initiator string   `yaml:"initiator"`
 	Tenant    string   `yaml:"tenant"`
 	Groups    []string `yaml:"groups"`
+}
+
+// AuditConfig places the audit trail's trust roots. Whoever can write a
+// file can rewrite what it protects, so in production they belong outside
+// the data directory (a secrets mount for the keys, a write-once or
+// off-host location for the anchor); empty means the data directory.
+type AuditConfig struct {
+	// SigningKey is the Ed25519 seed that signs checkpoints (created if
+	// missing).
+	SigningKey string `yaml:"signing_key"`
+	// HMACKey keys the digests of sensitive values (created if missing).
+	HMACKey string `yaml:"hmac_key"`
+	// AnchorFile is where the latest signed checkpoint is also written.
+	AnchorFile string `yaml:"anchor_file"`
 }
 
 // ServerConfig is one downstream MCP server.
@@ -278,6 +294,7 @@ func LoadConfig(path string) (Config, error) {
 	c.DataDir = rel(c.DataDir)
 	c.Policies = rel(c.Policies)
 	c.CandidatePolicies = rel(c.CandidatePolicies)
+	c.Audit.SigningKey, c.Audit.HMACKey, c.Audit.AnchorFile = rel(c.Audit.SigningKey), rel(c.Audit.HMACKey), rel(c.Audit.AnchorFile)
 	for i := range c.Identity.Tokens {
 		c.Identity.Tokens[i].TokenFile = rel(c.Identity.Tokens[i].TokenFile)
 	}

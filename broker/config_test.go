@@ -1,9 +1,13 @@
 package broker
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mcpbroker/mcpbroker/broker/audit"
 )
 
 func TestParseConfigStrict(t *testing.T) {
@@ -144,5 +148,35 @@ func TestStdinTimeoutReachesTheServer(t *testing.T) {
 	}
 	if got["slow"] != 2*time.Minute || got["plain"] != 0 {
 		t.Fatalf("stdin timeouts %v, want slow 2m and plain unset (the 30s default)", got)
+	}
+}
+
+// TestAuditTrustRootsOutsideTheDataDir: audit.signing_key, hmac_key and
+// anchor_file put the trail's trust roots where the config says, and none
+// of them in the data directory.
+func TestAuditTrustRootsOutsideTheDataDir(t *testing.T) {
+	roots := t.TempDir()
+	cfg := permissiveConfig(t, "", "asker", askServer())
+	cfg.DataDir = t.TempDir()
+	cfg.Audit = AuditConfig{SigningKey: filepath.Join(roots, "sign.key"), HMACKey: filepath.Join(roots, "hmac.key"), AnchorFile: filepath.Join(roots, "anchor.json")}
+	_, _, stop := startBroker(t, cfg)
+	stop() // the shutdown checkpoint writes the anchor
+	for _, f := range []string{"sign.key", "hmac.key", "anchor.json"} {
+		if _, err := os.Stat(filepath.Join(roots, f)); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	for _, f := range []string{KeyFile, audit.SigningKeyFile, audit.AnchorFile} {
+		if _, err := os.Stat(filepath.Join(cfg.DataDir, f)); err == nil {
+			t.Errorf("%s is in the data directory", f)
+		}
+	}
+	signer, err := audit.LoadSigner(cfg.Audit.SigningKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := audit.ReadAnchor(cfg.Audit.AnchorFile)
+	if err != nil || a.Verify(signer.PublicKey()) != nil {
+		t.Fatalf("anchor not signed by the configured key: %v", err)
 	}
 }

@@ -483,6 +483,7 @@ func exportAudit(dir string, w io.Writer, opts audit.ExportOptions) (int, uint64
 
 func auditHash(args []string, stdout, stderr io.Writer) int {
 	fs, data := auditFlags("hash", stderr)
+	keyPath := fs.String("hmac-key", "", "the HMAC key (default: DIR/"+broker.KeyFile+"; the broker's audit.hmac_key)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return 2
@@ -491,7 +492,7 @@ func auditHash(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: mcpbroker audit hash [--data DIR] VALUE")
 		return 2
 	}
-	h, err := audit.LoadKey(filepath.Join(*data, broker.KeyFile))
+	h, err := audit.LoadKey(orIn(*keyPath, *data, broker.KeyFile))
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -501,10 +502,11 @@ func auditHash(args []string, stdout, stderr io.Writer) int {
 
 func auditPubkey(args []string, stdout, stderr io.Writer) int {
 	fs, data := auditFlags("pubkey", stderr)
+	keyPath := fs.String("signing-key", "", "the signing key (default: DIR/"+audit.SigningKeyFile+"; the broker's audit.signing_key)")
 	if pos, err := parseArgs(fs, args); err != nil || len(pos) > 0 {
 		return 2
 	}
-	s, err := audit.LoadSigner(filepath.Join(*data, audit.SigningKeyFile))
+	s, err := audit.LoadSigner(orIn(*keyPath, *data, audit.SigningKeyFile))
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -516,6 +518,7 @@ func auditCompact(args []string, stdout, stderr io.Writer) int {
 	fs, data := auditFlags("compact", stderr)
 	before := fs.String("before", "", "archive entries recorded before this time (RFC 3339 or a duration ago)")
 	archive := fs.String("archive", "", "JSONL file to write the archived entries to (must not exist)")
+	keyPath := fs.String("signing-key", "", "the signing key (default: DIR/"+audit.SigningKeyFile+"; the broker's audit.signing_key)")
 	if pos, err := parseArgs(fs, args); err != nil || len(pos) > 0 {
 		return 2
 	}
@@ -539,7 +542,7 @@ func auditCompact(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	defer st.Close()
-	signer, err := audit.LoadOrCreateSigner(filepath.Join(*data, audit.SigningKeyFile))
+	signer, err := audit.LoadSigner(orIn(*keyPath, *data, audit.SigningKeyFile))
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -648,4 +651,12 @@ func verifyServed(sock string, opts audit.VerifyOptions) (rep audit.Report, verr
 		return rep, nil, fmt.Errorf("verify what the broker exports: %w", verr)
 	}
 	return rep, verr, nil
+}
+
+// orIn is path, or name in dir when path is empty.
+func orIn(path, dir, name string) string {
+	if path != "" {
+		return path
+	}
+	return filepath.Join(dir, name)
 }
