@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"net/url"
 	"path"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -198,32 +198,41 @@ func unambiguous(raw []byte) error {
 	if !utf8.Valid(raw) {
 		return errors.New("not valid UTF-8")
 	}
-	type object struct {
-		expectKey bool
-		keys      []string
-		set       map[string]bool // past a few keys
+	// Frames and keys live in small arrays on the stack: the common
+	// argument object costs no allocation to check. Keys are compared
+	// under Unicode simple case folding (bytes.EqualFold); an object past
+	// 32 keys switches to a set of folded keys.
+	type frame struct {
+		obj, expectKey bool
+		start          int             // its first key in keys
+		set            map[string]bool // past 32 keys
 	}
-	var stack []*object // nil for arrays
+	var frameBuf [16]frame
+	var keyBuf [32][]byte
+	frames, keys := frameBuf[:0], keyBuf[:0]
 	for i := 0; i < len(raw); {
 		switch raw[i] {
 		case '{':
-			stack = append(stack, &object{expectKey: true})
+			frames = append(frames, frame{obj: true, expectKey: true, start: len(keys)})
 			i++
 		case '[':
-			stack = append(stack, nil)
+			frames = append(frames, frame{})
 			i++
 		case '}', ']':
-			if len(stack) == 0 {
+			if len(frames) == 0 {
 				return errors.New("unbalanced")
 			}
-			stack = stack[:len(stack)-1]
+			if f := frames[len(frames)-1]; f.obj {
+				keys = keys[:f.start]
+			}
+			frames = frames[:len(frames)-1]
 			i++
 		case ',':
-			if len(stack) == 0 {
+			if len(frames) == 0 {
 				return errors.New("unbalanced")
 			}
-			if top := stack[len(stack)-1]; top != nil {
-				top.expectKey = true
+			if f := &frames[len(frames)-1]; f.obj {
+				f.expectKey = true
 			}
 			i++
 		case '"':
@@ -231,32 +240,39 @@ func unambiguous(raw []byte) error {
 			if err != nil {
 				return err
 			}
-			if len(stack) > 0 {
-				if top := stack[len(stack)-1]; top != nil && top.expectKey {
-					key := string(raw[i+1 : end-1])
-					if escaped {
-						if err := json.Unmarshal(raw[i:end], &key); err != nil {
-							return err
-						}
+			if n := len(frames); n > 0 && frames[n-1].obj && frames[n-1].expectKey {
+				f := &frames[n-1]
+				key := raw[i+1 : end-1]
+				if escaped {
+					var k string
+					if err := json.Unmarshal(raw[i:end], &k); err != nil {
+						return err
 					}
-					fold := strings.ToUpper(strings.ToLower(key))
-					dup := top.set[fold]
-					if top.set == nil {
-						dup = slices.Contains(top.keys, fold)
-						if top.keys = append(top.keys, fold); len(top.keys) > 16 {
-							top.set = make(map[string]bool, 2*len(top.keys))
-							for _, k := range top.keys {
-								top.set[k] = true
-							}
-						}
-					} else {
-						top.set[fold] = true
-					}
-					if dup {
-						return fmt.Errorf("key %s appears more than once in one object (keys are compared ignoring case)", strconv.Quote(key))
-					}
-					top.expectKey = false
+					key = []byte(k)
 				}
+				dup := false
+				if f.set != nil {
+					fk := foldKey(key)
+					dup = f.set[fk]
+					f.set[fk] = true
+				} else {
+					for _, k := range keys[f.start:] {
+						if bytes.EqualFold(k, key) {
+							dup = true
+							break
+						}
+					}
+					if keys = append(keys, key); len(keys)-f.start > 32 {
+						f.set = make(map[string]bool, 64)
+						for _, k := range keys[f.start:] {
+							f.set[foldKey(k)] = true
+						}
+					}
+				}
+				if dup {
+					return fmt.Errorf("key %s appears more than once in one object (keys are compared ignoring case)", strconv.Quote(string(key)))
+				}
+				f.expectKey = false
 			}
 			i = end
 		default:
@@ -264,6 +280,20 @@ func unambiguous(raw []byte) error {
 		}
 	}
 	return nil
+}
+
+// foldKey maps every rune of k to the least rune of its simple case
+// folding orbit: two keys bytes.EqualFold calls equal have the same foldKey.
+func foldKey(k []byte) string {
+	var b strings.Builder
+	for _, r := range string(k) {
+		m := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			m = min(m, f)
+		}
+		b.WriteRune(m)
+	}
+	return b.String()
 }
 
 // scanString returns the index after the string that starts at raw[i]
