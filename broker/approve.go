@@ -337,7 +337,7 @@ func (b *Broker) approveCall(ctx context.Context, c *call, req mcp.CallToolReque
 	// away (for example across a restart).
 	if r, err := st.svc.Covering(use); err == nil {
 		log.Info("call covered by an earlier approval", "approval", r.ID, "scope", r.Scope, "approver", r.Approver)
-		return nil, &policies.Approval{Granted: true, Approver: r.Approver, CallID: c.id}, ""
+		return nil, &policies.Approval{Granted: true, Approver: r.Approver, CallID: c.id, ID: r.ID, Channel: string(r.Channel)}, ""
 	}
 	if plan.mode != planApprover {
 		// Asking in band needs the agent's session (its capabilities,
@@ -542,7 +542,7 @@ func (b *Broker) applyAnswer(ctx context.Context, c *call, id string, ans *mcp.E
 	if err != nil {
 		return nil, b.approvalFailed(ctx, c, id, err)
 	}
-	return &policies.Approval{Granted: true, Approver: r.Approver, CallID: c.id}, ""
+	return &policies.Approval{Granted: true, Approver: r.Approver, CallID: c.id, ID: r.ID, Channel: string(r.Channel)}, ""
 }
 
 func readAnswer(content any) (decision, comment string) {
@@ -635,7 +635,7 @@ func (b *Broker) askOutOfBand(ctx context.Context, c *call, req mcp.CallToolRequ
 			if err != nil {
 				return nil, b.approvalFailed(ctx, c, rec.ID, err)
 			}
-			return &policies.Approval{Granted: true, Approver: r.Approver, CallID: c.id}, ""
+			return &policies.Approval{Granted: true, Approver: r.Approver, CallID: c.id, ID: r.ID, Channel: string(r.Channel)}, ""
 		case approval.Denied:
 			return nil, ReasonApprovalDenied
 		case approval.Expired:

@@ -394,6 +394,11 @@ func TestApprovalOutOfBand(t *testing.T) {
 			if got.State != approval.Consumed || got.Approver != "carol" || got.Channel != approval.ChannelHTTP {
 				t.Fatalf("record %s by %s via %s", got.State, got.Approver, got.Channel)
 			}
+			// The call's own decision record names the approval.
+			decided := listLive(t, b.cfg.DataDir, audit.Filter{Type: audit.CallDecided, CallID: got.CallID})
+			if len(decided) == 0 || !strings.Contains(decided[len(decided)-1].Event.Detail, r.ID) || !strings.Contains(decided[len(decided)-1].Event.Detail, "carol") {
+				t.Fatalf("call.decided after approval: %+v", decided)
+			}
 			if code := apiDecide(t, u, carolToken, r.ID, "deny"); code != http.StatusConflict {
 				t.Fatalf("replayed decision: HTTP %d", code)
 			}

@@ -438,7 +438,9 @@ func (b *Broker) readmit(ctx context.Context, c *call, granted *policies.Approva
 			charge = &store.Spend{IDs: ids, Limits: limits}
 		}
 	}
-	detail := "after approval by " + granted.Approver
+	// The call's own record (written fail-closed, unlike the approval's
+	// transitions) names the approval, who decided it and where.
+	detail := fmt.Sprintf("after approval %s by %s (%s)", orDash(granted.ID), granted.Approver, orDash(granted.Channel))
 	if err := b.recordDecisionCharging(ctx, c, &dec, reason, detail, charge); err != nil {
 		if errors.Is(err, agents.ErrBudget) {
 			b.recordDecision(ctx, c, &dec, ReasonOutsideTask, detail+": "+err.Error())

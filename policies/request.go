@@ -124,6 +124,10 @@ type Approval struct {
 	Granted  bool
 	Approver string
 	CallID   string
+	// ID and Channel name the approval and where it was decided, for the
+	// call's record; Cedar does not see them.
+	ID      string
+	Channel string
 }
 
 // Request is one authorization question. The engine reads it and never keeps it.
