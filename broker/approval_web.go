@@ -151,6 +151,7 @@ func (b *Broker) approvalsHandler() http.Handler {
 			http.Error(w, "approvals unavailable", http.StatusInternalServerError)
 			return
 		}
+		all = s.approver.visible(all)
 		d := pageData{Title: "Pending approvals", Approver: s.approver.id, CSRF: s.csrf, Flash: r.URL.Query().Get("flash")}
 		for i := len(all) - 1; i >= 0; i-- {
 			if all[i].State == approval.Requested {
@@ -200,6 +201,9 @@ func (b *Broker) approvalsHandler() http.Handler {
 			return
 		}
 		rec, err := st.svc.Get(r.PathValue("id"))
+		if err == nil && !s.approver.approver().MaySee(rec) {
+			err = approval.ErrUnknown // another tenant's: as if it did not exist
+		}
 		if err != nil {
 			http.Error(w, "no such approval", approvalStatus(err))
 			return
@@ -226,7 +230,7 @@ func (b *Broker) approvalsHandler() http.Handler {
 		}
 		flash := "Decision recorded."
 		_, err := b.decideAndRecord(r.Context(), id, approval.Decision{Approve: action == "approve", Channel: approval.ChannelWeb,
-			Comment: r.PostFormValue("comment"), By: approval.Approver{ID: s.approver.id, Groups: s.approver.groups}})
+			Comment: r.PostFormValue("comment"), By: s.approver.approver()})
 		if err != nil {
 			flash = "Refused: " + refusalText(err)
 		}
@@ -235,7 +239,8 @@ func (b *Broker) approvalsHandler() http.Handler {
 
 	// The approver API.
 	mux.HandleFunc("GET /approvals/api/v1/approvals", func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := b.bearerApprover(w, r); !ok {
+		a, ok := b.bearerApprover(w, r)
+		if !ok {
 			return
 		}
 		rs, err := st.svc.List(r.URL.Query().Get("all") != "")
@@ -243,16 +248,21 @@ func (b *Broker) approvalsHandler() http.Handler {
 			writeJSONStatus(w, http.StatusInternalServerError, map[string]string{"error": "approvals unavailable"})
 			return
 		}
+		rs = a.visible(rs)
 		if rs == nil {
 			rs = []*approval.Record{}
 		}
 		writeJSONStatus(w, http.StatusOK, rs)
 	})
 	mux.HandleFunc("GET /approvals/api/v1/approvals/{id}", func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := b.bearerApprover(w, r); !ok {
+		a, ok := b.bearerApprover(w, r)
+		if !ok {
 			return
 		}
 		rec, err := st.svc.Get(r.PathValue("id"))
+		if err == nil && !a.approver().MaySee(rec) {
+			err = approval.ErrUnknown // another tenant's: as if it did not exist
+		}
 		if err != nil {
 			writeJSONStatus(w, approvalStatus(err), map[string]string{"error": refusalText(err)})
 			return
@@ -281,7 +291,7 @@ func (b *Broker) approvalsHandler() http.Handler {
 			}
 		}
 		rec, err := b.decideAndRecord(r.Context(), r.PathValue("id"), approval.Decision{Approve: action == "approve",
-			Channel: approval.ChannelHTTP, Comment: body.Comment, By: approval.Approver{ID: a.id, Groups: a.groups}})
+			Channel: approval.ChannelHTTP, Comment: body.Comment, By: a.approver()})
 		if err != nil {
 			writeJSONStatus(w, approvalStatus(err), map[string]string{"error": refusalText(err)})
 			return

@@ -94,9 +94,27 @@ type approvalStage struct {
 
 // approverCred is a configured approver; only the token's hash is kept.
 type approverCred struct {
-	id     string
-	groups []string
-	hash   [32]byte
+	id         string
+	groups     []string
+	initiators []string
+	tenants    []string
+	hash       [32]byte
+}
+
+// approver is who the credential names, for the approval service.
+func (a approverCred) approver() approval.Approver {
+	return approval.Approver{ID: a.id, Groups: a.groups, Initiators: a.initiators, Tenants: a.tenants}
+}
+
+// visible is the records of rs that a may see (its tenants').
+func (a approverCred) visible(rs []*approval.Record) []*approval.Record {
+	out := rs[:0:0]
+	for _, r := range rs {
+		if a.approver().MaySee(r) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // newApprovalStage builds the stage over the open store; it expires what
@@ -124,7 +142,7 @@ func (b *Broker) newApprovalStage() (*approvalStage, error) {
 			errs = append(errs, fmt.Errorf("approvals.approvers[%d] (%s): token shorter than 16 characters", i, a.ID))
 			continue
 		}
-		st.approvers = append(st.approvers, approverCred{id: a.ID, groups: a.Groups, hash: sha256.Sum256([]byte(tok))})
+		st.approvers = append(st.approvers, approverCred{id: a.ID, groups: a.Groups, initiators: a.Initiators, tenants: a.Tenants, hash: sha256.Sum256([]byte(tok))})
 	}
 	if w := cfg.Webhook; w != nil {
 		sec, err := SecretRef{Env: w.SecretEnv, File: w.SecretFile}.Resolve()

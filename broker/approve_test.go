@@ -50,6 +50,7 @@ unless { context has approval && context.approval.granted && context.approval.ca
 const (
 	carolToken = "carol-approver-token-0123456789"
 	aliceToken = "alice-approver-token-0123456789"
+	daveToken  = "dave-approver-token-01234567890" // finance, but only for tenant globex
 )
 
 // approvalBroker runs a broker with the approval policies, the notes
@@ -63,6 +64,7 @@ func approvalBroker(t *testing.T) (*Broker, string) {
 	}
 	t.Setenv("TEST_APPROVER_CAROL", carolToken)
 	t.Setenv("TEST_APPROVER_ALICE", aliceToken)
+	t.Setenv("TEST_APPROVER_DAVE", daveToken)
 	cfg := Defaults()
 	cfg.Policies = dir
 	cfg.Listen = "127.0.0.1:0"
@@ -72,6 +74,7 @@ func approvalBroker(t *testing.T) (*Broker, string) {
 	cfg.Approvals = ApprovalsConfig{ProgressInterval: Duration(200 * time.Millisecond), Approvers: []ApproverConfig{
 		{ID: "carol", Groups: []string{"finance"}, TokenEnv: "TEST_APPROVER_CAROL"},
 		{ID: "alice", Groups: []string{"finance"}, TokenEnv: "TEST_APPROVER_ALICE"},
+		{ID: "dave", Groups: []string{"finance"}, TokenEnv: "TEST_APPROVER_DAVE", Tenants: []string{"globex"}},
 	}}
 	ready := make(chan string, 1)
 	b, err := New(cfg, Options{Logger: testLogger(t), Version: "test", Ready: func(u string) { ready <- u }})
@@ -379,6 +382,22 @@ func TestApprovalOutOfBand(t *testing.T) {
 			}
 			if code := apiDecide(t, u, "not-a-token", r.ID, "approve"); code != http.StatusUnauthorized {
 				t.Fatalf("bad token: HTTP %d", code)
+			}
+			// dave approves for another tenant: he neither sees nor decides it.
+			if code := apiDecide(t, u, daveToken, r.ID, "approve"); code != http.StatusForbidden {
+				t.Fatalf("an approver of another tenant: HTTP %d", code)
+			}
+			req, _ := http.NewRequest(http.MethodGet, strings.TrimSuffix(u, "/mcp")+"/approvals/api/v1/approvals", nil)
+			req.Header.Set("Authorization", "Bearer "+daveToken)
+			if resp, err := http.DefaultClient.Do(req); err != nil {
+				t.Fatal(err)
+			} else {
+				var rs []*approval.Record
+				_ = json.NewDecoder(resp.Body).Decode(&rs)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK || len(rs) != 0 {
+					t.Fatalf("an approver of another tenant listed %d approvals (HTTP %d)", len(rs), resp.StatusCode)
+				}
 			}
 			if code := apiDecide(t, u, carolToken, r.ID, "approve"); code != http.StatusOK {
 				t.Fatalf("carol approves: HTTP %d", code)

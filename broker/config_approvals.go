@@ -39,6 +39,12 @@ type ApproverConfig struct {
 	Groups    []string `yaml:"groups"`
 	TokenEnv  string   `yaml:"token_env"`
 	TokenFile string   `yaml:"token_file"`
+	// Initiators are the initiator IDs this person also acts as (say
+	// "okta:carol"): they never approve those initiators' calls.
+	Initiators []string `yaml:"initiators"`
+	// Tenants, if set, are the only tenants whose approvals this approver
+	// sees and decides.
+	Tenants []string `yaml:"tenants"`
 }
 
 // WebhookConfig is where approval notifications are posted, HMAC-signed

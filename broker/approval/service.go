@@ -67,6 +67,12 @@ func (s *Service) Now() time.Time { return s.now() }
 type Approver struct {
 	ID     string
 	Groups []string
+	// Initiators are the initiator IDs the approver also acts as:
+	// separation of duties keeps them from approving those calls.
+	Initiators []string
+	// Tenants, if set, are the only tenants whose approvals the approver
+	// may decide.
+	Tenants []string
 	// Operator is the owner of the broker's admin socket or store: a member
 	// of every group. Separation of duties still applies to ID.
 	Operator bool
@@ -335,6 +341,12 @@ func (s *Service) Decide(id string, d Decision) (*Record, error) {
 	return r, nil
 }
 
+// MaySee reports whether the approver's tenants include r's (an
+// approver with no tenants sees every tenant's approvals).
+func (a Approver) MaySee(r *Record) bool {
+	return len(a.Tenants) == 0 || slices.Contains(a.Tenants, r.Tenant)
+}
+
 // mayDecide applies separation of duties and the channel rule.
 func mayDecide(r *Record, d Decision) error {
 	if d.By.ID == "" {
@@ -353,7 +365,10 @@ func mayDecide(r *Record, d Decision) error {
 		if d.Channel == ChannelElicitation || d.Channel == ChannelBroker || d.Channel == ChannelOutOfBand {
 			return ErrWrongChannel
 		}
-		if strings.EqualFold(d.By.ID, r.Initiator) || slices.Contains(r.Chain, d.By.ID) || d.By.ID == r.Agent {
+		if strings.EqualFold(d.By.ID, r.Initiator) || slices.Contains(d.By.Initiators, r.Initiator) || slices.Contains(r.Chain, d.By.ID) || d.By.ID == r.Agent {
+			return ErrSeparation
+		}
+		if !d.By.MaySee(r) {
 			return ErrSeparation
 		}
 		if !d.By.Operator {

@@ -349,3 +349,22 @@ func TestGrantCoversOnlyWhatWasAsked(t *testing.T) {
 		t.Fatalf("what was asked: %v", err)
 	}
 }
+
+// TestApproverInitiatorsAndTenants: an approver never decides a call of an
+// initiator they also act as, nor one of a tenant not theirs.
+func TestApproverInitiatorsAndTenants(t *testing.T) {
+	svc, clk, _, _ := newService(t)
+	for name, by := range map[string]approval.Approver{
+		"approver who is also the initiator": {ID: "carol", Initiators: []string{"okta:x", "alice"}},
+		"approver of another tenant":         {ID: "carol", Tenants: []string{"globex"}},
+	} {
+		r, _ := request(svc, clk, approval.ModeApprover, approval.ScopeOnce, "")
+		if _, err := svc.Decide(r.ID, approval.Decision{Approve: true, By: by, Channel: approval.ChannelHTTP}); !errors.Is(err, approval.ErrSeparation) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	r, _ := request(svc, clk, approval.ModeApprover, approval.ScopeOnce, "")
+	if _, err := svc.Decide(r.ID, approval.Decision{Approve: true, By: approval.Approver{ID: "carol", Tenants: []string{""}}, Channel: approval.ChannelHTTP}); err != nil {
+		t.Fatalf("an approver of the record's tenant: %v", err)
+	}
+}
