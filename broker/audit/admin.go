@@ -83,6 +83,7 @@ func Handler(l *Ledger) http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/jsonl")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
+		opts.Signer = l.signer // sealed, when the ledger signs
 		if _, _, err := Export(r.Context(), l.store, w, opts); err != nil {
 			// Headers are gone: the client sees a short body and checks
 			// the chain it got.
@@ -305,6 +306,12 @@ func ExportRemote(ctx context.Context, socketPath string, w io.Writer, opts Expo
 		sc := bufio.NewScanner(body)
 		sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
 		for sc.Scan() {
+			if isTrailer(sc.Bytes()) { // passed on, not counted
+				if _, err := w.Write(append(sc.Bytes(), '\n')); err != nil {
+					return err
+				}
+				continue
+			}
 			var head struct {
 				Seq uint64 `json:"seq"`
 			}

@@ -72,7 +72,7 @@ func Compact(ctx context.Context, s *store.Store, signer *Signer, before time.Ti
 		return CompactResult{}, nil
 	}
 	sum := sha256.New()
-	n, last, err := Export(ctx, s, io.MultiWriter(archive, sum), ExportOptions{From: rep.First, To: cut})
+	n, last, err := Export(ctx, s, io.MultiWriter(archive, sum), ExportOptions{From: rep.First, To: cut, Signer: signer})
 	if err != nil {
 		return CompactResult{}, fmt.Errorf("compact audit: archive: %w", err)
 	}

@@ -2,7 +2,10 @@ package audit
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -62,6 +65,54 @@ type ExportOptions struct {
 	// the first one at or after Since, in sequence order, whatever their
 	// later timestamps, so the output stays one unbroken chain.
 	Since time.Time
+	// Signer, if set, seals the export: a last line {"trailer":{...}}
+	// signed over its first and last sequence numbers, the last hash and
+	// the entry count, so that a cut anywhere, the end included, fails
+	// VerifyJSONL.
+	Signer *Signer
+}
+
+// exportDomain separates export trailers from checkpoints and bases.
+const exportDomain = "mcpbroker.audit.export.v1\n"
+
+// Trailer is a sealed export's last line.
+type Trailer struct {
+	First   uint64 `json:"first"`
+	Last    uint64 `json:"last"`
+	Hash    string `json:"hash"` // the last entry's
+	Entries uint64 `json:"entries"`
+	Key     string `json:"key"`
+	Sig     string `json:"sig"`
+}
+
+func trailerMessage(t *Trailer) []byte {
+	return fmt.Appendf(nil, "%s%d\n%d\n%s\n%d", exportDomain, t.First, t.Last, t.Hash, t.Entries)
+}
+
+// isTrailer reports whether an export line is the trailer.
+func isTrailer(line []byte) bool { return bytes.HasPrefix(bytes.TrimSpace(line), []byte(`{"trailer":`)) }
+
+// sealExport signs a trailer for the entries written.
+func (s *Signer) sealExport(first, last uint64, hash string, n uint64) Trailer {
+	t := Trailer{First: first, Last: last, Hash: hash, Entries: n, Key: s.pub}
+	t.Sig = hex.EncodeToString(ed25519.Sign(s.priv, trailerMessage(&t)))
+	return t
+}
+
+// verify checks the trailer's signature (against pinned, if set).
+func (t *Trailer) verify(pinned ed25519.PublicKey) error {
+	pub, err := ParsePublicKey(t.Key)
+	if err != nil {
+		return fmt.Errorf("export trailer: %w", err)
+	}
+	if pinned != nil && !pub.Equal(pinned) {
+		return fmt.Errorf("export trailer signed by %s, not the pinned key %s", t.Key, FormatPublicKey(pinned))
+	}
+	sig, err := hex.DecodeString(t.Sig)
+	if err != nil || !ed25519.Verify(pub, trailerMessage(t), sig) {
+		return errors.New("export trailer: bad signature")
+	}
+	return nil
 }
 
 // Export writes ledger entries as JSON lines, one per entry:
@@ -76,6 +127,8 @@ func Export(ctx context.Context, s *store.Store, w io.Writer, opts ExportOptions
 	if err != nil {
 		return 0, 0, fmt.Errorf("export audit: %w", err)
 	}
+	var first uint64
+	var lastHash string
 	err = s.ScanLedger(from, func(seq uint64, raw []byte) error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -87,6 +140,7 @@ func Export(ctx context.Context, s *store.Store, w io.Writer, opts ExportOptions
 		if err := json.Unmarshal(raw, &se); err != nil {
 			return fmt.Errorf("decode ledger entry %d: %w", seq, err)
 		}
+		lastHashCandidate := se.Hash
 		var head struct {
 			Type Type      `json:"type"`
 			Time time.Time `json:"time"`
@@ -109,12 +163,27 @@ func Export(ctx context.Context, s *store.Store, w io.Writer, opts ExportOptions
 		if err := bw.WriteByte('\n'); err != nil {
 			return err
 		}
+		if n == 0 {
+			first = seq
+		}
 		n++
-		last = seq
+		last, lastHash = seq, lastHashCandidate
 		return nil
 	})
 	if err != nil && !errors.Is(err, errStop) {
 		return n, last, fmt.Errorf("export audit: %w", err)
+	}
+	if opts.Signer != nil {
+		b, err := json.Marshal(struct {
+			Trailer Trailer `json:"trailer"`
+		}{opts.Signer.sealExport(first, last, lastHash, uint64(n))})
+		if err != nil {
+			return n, last, err
+		}
+		bw.Write(b)
+		if err := bw.WriteByte('\n'); err != nil {
+			return n, last, fmt.Errorf("export audit: %w", err)
+		}
 	}
 	if err := bw.Flush(); err != nil {
 		return n, last, fmt.Errorf("export audit: %w", err)

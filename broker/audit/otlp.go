@@ -88,6 +88,9 @@ func ExportOTLP(ctx context.Context, jsonl io.Reader, o OTLPOptions) (n int, las
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	for sc.Scan() {
 		line := sc.Bytes()
+		if isTrailer(line) {
+			continue // a sealed export's trailer is not an event
+		}
 		var rec struct {
 			Seq      uint64   `json:"seq"`
 			Event    Event    `json:"event"`

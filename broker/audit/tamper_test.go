@@ -341,3 +341,44 @@ func TestLeftoversBelowTheBaseHidden(t *testing.T) {
 		t.Fatal("exported an entry below the base")
 	}
 }
+
+// TestSealedExport: a signed trailer makes a cut anywhere in an export,
+// its end included, fail verification.
+func TestSealedExport(t *testing.T) {
+	f := newFixture(t, 12)
+	s, err := store.Open(f.db, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var out bytes.Buffer
+	if _, _, err := Export(context.Background(), s, &out, ExportOptions{Signer: f.signer}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	opts := VerifyOptions{PublicKey: f.signer.PublicKey()}
+	rep, err := VerifyJSONL(strings.NewReader(out.String()), opts)
+	if err != nil || !rep.Sealed {
+		t.Fatalf("sealed export: %+v %v", rep, err)
+	}
+	cutEnd := strings.Join(append(lines[:len(lines)-2:len(lines)-2], lines[len(lines)-1]), "\n")
+	if _, err := VerifyJSONL(strings.NewReader(cutEnd), opts); !errors.Is(err, ErrChainBroken) || !strings.Contains(err.Error(), "entries cut") {
+		t.Fatalf("an export cut at its end: %v", err)
+	}
+	cutStart := strings.Join(lines[2:], "\n")
+	if _, err := VerifyJSONL(strings.NewReader(cutStart), opts); !errors.Is(err, ErrChainBroken) {
+		t.Fatalf("an export cut at its start: %v", err)
+	}
+	_, priv, _ := ed25519.GenerateKey(nil)
+	var forged bytes.Buffer
+	if _, _, err := Export(context.Background(), s, &forged, ExportOptions{Signer: NewSigner(priv)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := VerifyJSONL(&forged, opts); !errors.Is(err, ErrChainBroken) || !strings.Contains(err.Error(), "not the pinned key") {
+		t.Fatalf("a trailer by another key: %v", err)
+	}
+	unsealed := strings.Join(lines[:len(lines)-1], "\n")
+	if rep, err := VerifyJSONL(strings.NewReader(unsealed), opts); err != nil || rep.Sealed {
+		t.Fatalf("an unsealed export: %+v %v", rep, err)
+	}
+}

@@ -44,6 +44,9 @@ type Report struct {
 	Unanchored bool `json:"unanchored,omitempty"`
 	// Anchored is set when VerifyOptions.Anchor was found in the ledger.
 	Anchored bool `json:"anchored,omitempty"`
+	// Sealed is set when a file ended with a valid signed trailer that
+	// vouches for exactly the entries read (so no cut went unnoticed).
+	Sealed bool `json:"sealed,omitempty"`
 }
 
 // verifier checks entries fed in order. It is the single implementation
@@ -286,10 +289,24 @@ func VerifyJSONL(r io.Reader, opts VerifyOptions) (Report, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
 	line := 0
+	var trailer *Trailer
 	for sc.Scan() {
 		line++
 		b := bytes.TrimSpace(sc.Bytes())
 		if len(b) == 0 {
+			continue
+		}
+		if trailer != nil {
+			return v.rep, &ChainError{Seq: v.rep.Last + 1, Reason: fmt.Sprintf("line %d: data after the export's trailer", line)}
+		}
+		if isTrailer(b) {
+			var t struct {
+				Trailer *Trailer `json:"trailer"`
+			}
+			if err := json.Unmarshal(b, &t); err != nil || t.Trailer == nil {
+				return v.rep, &ChainError{Seq: v.rep.Last + 1, Reason: fmt.Sprintf("line %d: malformed export trailer", line)}
+			}
+			trailer = t.Trailer
 			continue
 		}
 		if err := v.add(0, b); err != nil {
@@ -303,6 +320,15 @@ func VerifyJSONL(r io.Reader, opts VerifyOptions) (Report, error) {
 	}
 	if err := sc.Err(); err != nil {
 		return v.rep, fmt.Errorf("verify audit file: line %d: %w", line+1, err)
+	}
+	if trailer != nil {
+		if err := trailer.verify(v.opts.PublicKey); err != nil {
+			return v.rep, &ChainError{Seq: v.rep.Last + 1, Reason: err.Error()}
+		}
+		if trailer.Entries != v.rep.Entries || trailer.Entries > 0 && (trailer.First != v.rep.First || trailer.Last != v.rep.Last || trailer.Hash != v.prev) {
+			return v.rep, &ChainError{Seq: v.rep.Last + 1, Reason: fmt.Sprintf("entries cut: the signed trailer vouches for %d entries, seq %d..%d", trailer.Entries, trailer.First, trailer.Last)}
+		}
+		v.rep.Sealed = true
 	}
 	return v.finish()
 }

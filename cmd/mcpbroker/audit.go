@@ -300,6 +300,11 @@ func printReport(w io.Writer, source string, rep audit.Report) {
 	if rep.Anchored {
 		fmt.Fprintln(w, "  anchor checkpoint found and matches")
 	}
+	if rep.Sealed {
+		fmt.Fprintln(w, "  sealed: the signed trailer vouches for exactly these entries")
+	} else if strings.HasSuffix(source, ".jsonl") || rep.Unanchored {
+		fmt.Fprintln(w, "  note: not sealed (no signed trailer): a cut end would go unnoticed")
+	}
 	if !rep.KeyPinned && rep.Checkpoints > 0 {
 		fmt.Fprintln(w, "  warning: checkpoint key not pinned (give --pubkey): signatures prove integrity, not origin")
 	}
@@ -478,6 +483,9 @@ func exportAudit(dir string, w io.Writer, opts audit.ExportOptions) (int, uint64
 		return 0, 0, err
 	}
 	defer st.Close()
+	if s, err := audit.LoadSigner(filepath.Join(dir, audit.SigningKeyFile)); err == nil {
+		opts.Signer = s // sealed, as the broker's exports are
+	}
 	return audit.Export(context.Background(), st, w, opts)
 }
 
