@@ -90,7 +90,9 @@ func trailerMessage(t *Trailer) []byte {
 }
 
 // isTrailer reports whether an export line is the trailer.
-func isTrailer(line []byte) bool { return bytes.HasPrefix(bytes.TrimSpace(line), []byte(`{"trailer":`)) }
+func isTrailer(line []byte) bool {
+	return bytes.HasPrefix(bytes.TrimSpace(line), []byte(`{"trailer":`))
+}
 
 // sealExport signs a trailer for the entries written.
 func (s *Signer) sealExport(first, last uint64, hash string, n uint64) Trailer {
