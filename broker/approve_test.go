@@ -604,3 +604,21 @@ func TestSummaryShowsWhatItCannotShow(t *testing.T) {
 		t.Errorf("bidi override: %q", v)
 	}
 }
+
+// TestApprovalNotDodgedByCase: "Name" is the notes server's name field too
+// (encoding/json matches it ignoring case), so the shared-note policy sees
+// it and asks for approval.
+func TestApprovalNotDodgedByCase(t *testing.T) {
+	_, u := approvalBroker(t)
+	h := &human{action: mcp.ElicitationResponseActionDecline}
+	c := dial(t, u, mcp.ProtocolVersion20251125, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	req := mcp.CallToolRequest{}
+	req.Params.Name = "notes__write_note"
+	req.Params.Arguments = map[string]any{"Name": "shared/roadmap", "text": "overwritten"}
+	res, err := c.CallTool(ctx, req)
+	if err != nil || approvalReasonOf(res) != string(ReasonApprovalDenied) || h.asked.Load() != 1 {
+		t.Fatalf("a shared note written as \"Name\": %v %s (asked %d)", err, text(res), h.asked.Load())
+	}
+}

@@ -59,7 +59,11 @@ func Canonicalize(raw []byte) (Args, error) {
 	if err := writeCanonical(&buf, obj); err != nil {
 		return Args{}, err
 	}
-	return Args{Canonical: buf.Bytes(), Fields: fields(obj), Parsed: obj}, nil
+	f, err := fields(obj)
+	if err != nil {
+		return Args{}, fmt.Errorf("%w: %v", ErrBadArguments, err)
+	}
+	return Args{Canonical: buf.Bytes(), Fields: f, Parsed: obj}, nil
 }
 
 func writeCanonical(b *bytes.Buffer, v any) error {
@@ -119,40 +123,90 @@ func writeCanonical(b *bytes.Buffer, v any) error {
 	return nil
 }
 
-func fields(obj map[string]any) map[string]any {
+// wellKnown are the argument names policy sees normalized (Fields).
+var wellKnown = []string{"path", "url", "host", "amount", "currency", "recipient", "command", "name", "account"}
+
+// fields normalizes the well-known arguments for policy. A name is matched
+// ignoring case, as encoding/json matches struct fields (a downstream that
+// reads "Name" into its name field must not slip past a policy on name;
+// unambiguous has refused two spellings of one name). One that is present
+// but cannot be normalized (a path that is not a string, a URL that is not
+// absolute, an amount that is not an integer) is an error: dropping it
+// would let a policy that asks "has amount" miss it.
+func fields(obj map[string]any) (map[string]any, error) {
 	out := map[string]any{}
-	str := func(k string) (string, bool) {
-		s, ok := obj[k].(string)
-		return s, ok
-	}
-	if s, ok := str("path"); ok && s != "" {
-		out["path"] = cleanPath(s)
-	}
-	if s, ok := str("url"); ok && s != "" {
-		if u, h, ok := cleanURL(s); ok {
-			out["url"] = u
-			if _, set := obj["host"]; !set {
-				out["host"] = h
+	get := func(name string) (any, bool) {
+		if v, ok := obj[name]; ok {
+			return v, true
+		}
+		for k, v := range obj {
+			if strings.EqualFold(k, name) {
+				return v, true
 			}
 		}
+		return nil, false
 	}
-	if s, ok := str("host"); ok && s != "" {
-		out["host"] = strings.TrimSuffix(strings.ToLower(s), ".")
+	str := func(name string) (string, bool, error) {
+		v, ok := get(name)
+		if !ok {
+			return "", false, nil
+		}
+		s, isStr := v.(string)
+		if !isStr {
+			return "", true, fmt.Errorf("argument %q must be a string", name)
+		}
+		return s, true, nil
 	}
-	if n, ok := obj["amount"].(json.Number); ok {
-		if i, err := n.Int64(); err == nil {
-			out["amount"] = i
+	for _, name := range wellKnown {
+		switch name {
+		case "amount":
+			v, ok := get(name)
+			if !ok {
+				continue
+			}
+			n, isNum := v.(json.Number)
+			i, err := n.Int64()
+			if !isNum || err != nil {
+				return nil, fmt.Errorf("argument %q must be an integer (minor units)", name)
+			}
+			out[name] = i
+			continue
+		}
+		s, ok, err := str(name)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		switch name {
+		case "path":
+			if s != "" {
+				out["path"] = cleanPath(s)
+			}
+		case "url":
+			if s == "" {
+				continue
+			}
+			u, h, ok := cleanURL(s)
+			if !ok {
+				return nil, fmt.Errorf("argument %q must be an absolute URL with a host", name)
+			}
+			out["url"] = u
+			if _, set := get("host"); !set {
+				out["host"] = h
+			}
+		case "host":
+			if s != "" {
+				out["host"] = strings.TrimSuffix(strings.ToLower(s), ".")
+			}
+		case "currency":
+			out["currency"] = strings.ToUpper(strings.TrimSpace(s))
+		default:
+			out[name] = s
 		}
 	}
-	if s, ok := str("currency"); ok {
-		out["currency"] = strings.ToUpper(strings.TrimSpace(s))
-	}
-	for _, k := range []string{"recipient", "command", "name", "account"} {
-		if s, ok := str(k); ok {
-			out[k] = s
-		}
-	}
-	return out
+	return out, nil
 }
 
 // cleanPath resolves "." and ".." lexically so a policy's prefix test on

@@ -23,7 +23,7 @@ func TestCanonicalizeGolden(t *testing.T) {
 		`null`,
 		`{"b":1,"a":2}`,
 		`{ "z" : [ 3, 2, 1 ], "a": {"y": true, "x": null} }`,
-		`{"amount": 12345678901234567890}`,
+		`{"big": 12345678901234567890}`, // numbers as written (an amount this big is refused)
 		`{"n": 1.50, "e": 1e3, "neg": -0}`,
 		`{"s": "caf\u00e9 <b> & \"q\""}`,
 		`{"path": "/workspace/../etc/passwd"}`,
@@ -79,10 +79,10 @@ func TestCanonicalizeFields(t *testing.T) {
 			map[string]any{"url": "https://example.com/a/b", "host": "example.com"}},
 		{"host trailing dot", `{"host":"Example.org."}`, map[string]any{"host": "example.org"}},
 		{"integer amount", `{"amount": 2500, "currency": " eur"}`, map[string]any{"amount": int64(2500), "currency": "EUR"}},
-		{"fractional amount is not an amount", `{"amount": 25.5}`, map[string]any{}},
-		{"amount as string is not an amount", `{"amount": "25"}`, map[string]any{}},
 		{"strings", `{"recipient":"bob","name":"n","account":"a","command":"ls","other":"x"}`,
 			map[string]any{"recipient": "bob", "name": "n", "account": "a", "command": "ls"}},
+		{"names matched ignoring case", `{"Name":"shared/roadmap","PATH":"/a/../b","Amount":5}`,
+			map[string]any{"name": "shared/roadmap", "path": "/b", "amount": int64(5)}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -158,5 +158,27 @@ func TestCanonicalizeRefusesAmbiguity(t *testing.T) {
 	}
 	if _, err := Canonicalize([]byte(many + `"k3":1}`)); !errors.Is(err, ErrBadArguments) {
 		t.Fatal("a repeated key among many accepted")
+	}
+}
+
+// TestCanonicalizeRefusesUnreadableWellKnown: a well-known argument the
+// broker cannot normalize is refused, not dropped (a policy asking "has
+// amount" would miss it).
+func TestCanonicalizeRefusesUnreadableWellKnown(t *testing.T) {
+	for name, raw := range map[string]string{
+		"fractional amount":    `{"amount": 25.5}`,
+		"amount as a string":   `{"amount": "25"}`,
+		"amount in exponent":   `{"amount": 1e4}`,
+		"path not a string":    `{"path": ["/etc/passwd"]}`,
+		"name not a string":    `{"Name": {"x": 1}}`,
+		"url without a scheme": `{"url": "evil.com/x"}`,
+		"url without a host":   `{"url": "//evil.com"}`,
+		"command as an array":  `{"command": ["sh", "-c", "x"]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := Canonicalize([]byte(raw)); !errors.Is(err, ErrBadArguments) {
+				t.Fatalf("accepted %s: %v", raw, err)
+			}
+		})
 	}
 }

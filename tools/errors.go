@@ -17,8 +17,9 @@ var ErrCollision = errors.New("name collision between downstream servers")
 // sampling, roots) that cannot be tied to the agent call it belongs to.
 var ErrNoCaller = errors.New("no agent call to relay the request to")
 
-// ErrBadArguments means tool arguments are not a JSON object.
-var ErrBadArguments = errors.New("tool arguments must be a JSON object")
+// ErrBadArguments means tool arguments are not a JSON object, or not one
+// the broker can read the same way as every downstream.
+var ErrBadArguments = errors.New("malformed tool arguments")
 
 // ErrAnswerTooLarge means a downstream's answer to a request (a JSON body,
 // or all of the SSE stream that carries it) exceeded the pool's limit
