@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -422,6 +423,12 @@ func (b *Broker) serveHTTP(ctx context.Context) error {
 	}
 	b.listener = ln
 	b.listenAddr = ln.Addr().String()
+	if b.cfg.Identity.Mode == "dev" {
+		if ap, err := netip.ParseAddrPort(b.listenAddr); err != nil || !ap.Addr().IsLoopback() {
+			ln.Close()
+			return fmt.Errorf("dev identities are for loopback only, and the listener is on %s", b.listenAddr)
+		}
+	}
 	stream := server.NewStreamableHTTPServer(b.mcp,
 		server.WithSessionIdManager(b.sessions),
 		server.WithSessionIdleTTL(time.Duration(b.cfg.SessionIdleTTL)),

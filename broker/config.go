@@ -381,7 +381,7 @@ func (c *Config) Validate() error {
 
 	switch c.Identity.Mode {
 	case "dev":
-		if host != "" && !isLoopbackHost(host) {
+		if !isLoopbackHost(host) { // an empty host (":7420") is every interface
 			add("identity.mode dev: refusing to listen on %q; dev identities are for loopback only (127.0.0.1, ::1, localhost)", c.Listen)
 		}
 	case "spiffe":

@@ -180,3 +180,20 @@ func TestAuditTrustRootsOutsideTheDataDir(t *testing.T) {
 		t.Fatalf("anchor not signed by the configured key: %v", err)
 	}
 }
+
+// TestDevModeLoopbackOnly: dev identities refuse every non-loopback listen
+// address, an empty host (every interface) included.
+func TestDevModeLoopbackOnly(t *testing.T) {
+	for _, listen := range []string{":7420", "0.0.0.0:7420", "[::]:7420", "192.0.2.1:7420"} {
+		c := DemoConfig()
+		c.Listen = listen
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "refusing to listen") {
+			t.Errorf("dev mode on %q: %v", listen, err)
+		}
+	}
+	c := DemoConfig()
+	c.Listen = "127.0.0.1:7420"
+	if err := c.Validate(); err != nil {
+		t.Fatalf("dev mode on loopback: %v", err)
+	}
+}

@@ -332,9 +332,11 @@ func (b *Broker) setupSPIFFE() error {
 	}
 	si.auth, b.auth = auth, auth
 	si.tls = auth.ServerTLSConfig(si.svid, func(err error) {
-		b.record(context.Background(), audit.Event{Type: audit.AuthFailed, Decision: audit.DecisionDeny,
+		// Before authentication, like every other refusal there: rate
+		// limited, so a flood of bad handshakes cannot flood the ledger.
+		b.recordPreAuth(context.Background(), audit.Event{Type: audit.AuthFailed, Decision: audit.DecisionDeny,
 			Reason: string(ReasonUnauthenticated), Detail: truncate("tls: "+err.Error(), 300)})
-		b.log.Warn("client certificate refused", "err", err)
+		b.log.Debug("client certificate refused", "err", err)
 	})
 	b.log.Info("SPIFFE identity mode", "broker_id", si.id.String(), "trust_domains", sc.TrustDomains,
 		"jwt_svid", sc.JWTSVID, "oidc_issuers", len(ic.OIDC.Issuers), "offline", ic.offline())
