@@ -452,6 +452,7 @@ func (b *Broker) serveHTTP(ctx context.Context) error {
 	hs := &http.Server{
 		Handler:           b.httpHandler(stream),
 		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return base },

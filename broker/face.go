@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -22,6 +23,9 @@ import (
 	"github.com/mcpbroker/mcpbroker/policies"
 	"github.com/mcpbroker/mcpbroker/tools"
 )
+
+// bodyReadTimeout bounds how long a request body may take to arrive.
+const bodyReadTimeout = 30 * time.Second
 
 // serverName is the name the broker gives itself to agents.
 const serverName = "mcpbroker"
@@ -360,14 +364,27 @@ func (b *Broker) guard(next http.Handler) http.Handler {
 		}
 		ctx := withPresented(agents.WithIdentity(r.Context(), id), r)
 
+		if r.Method == http.MethodGet && r.Header.Get(server.HeaderKeySessionID) == "" && !mcp.IsModernProtocol(r.Header.Get(mcp.HeaderProtocolVersion)) {
+			// A stream belongs to a session: mcp-go would open a new one
+			// for each such GET, and keep it for the idle TTL.
+			b.record(ctx, audit.Event{Type: audit.RequestRejected, Agent: id.Agent, Initiator: id.Initiator, Tenant: id.Tenant,
+				Method: "GET", Decision: audit.DecisionDeny, Detail: "a stream without a session"})
+			writeRPCError(w, http.StatusBadRequest, nil, mcp.INVALID_REQUEST, "no session: send initialize first; a GET stream belongs to a session")
+			return
+		}
 		var body []byte
 		if r.Method == http.MethodPost {
 			if r.ContentLength > b.maxBody {
 				b.rejectBody(w, r)
 				return
 			}
+			// A body that trickles in must not hold a connection and a
+			// goroutine for ever: it has bodyReadTimeout to arrive.
+			rc := http.NewResponseController(w)
+			_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
 			var err error
 			body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, b.maxBody))
+			_ = rc.SetReadDeadline(time.Time{})
 			if err != nil {
 				var mbe *http.MaxBytesError
 				if errors.As(err, &mbe) {

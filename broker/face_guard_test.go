@@ -14,6 +14,8 @@ import (
 
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/mcpbroker/mcpbroker/agents"
 )
 
 // TestGuardDropsSessionlessCancellations: a notifications/cancelled that
@@ -107,4 +109,36 @@ func TestBrokerNamespaceReserved(t *testing.T) {
 	if st == nil || st.Tool.Description == "not the broker's" {
 		t.Fatalf("broker__task is the downstream's: %+v", st)
 	}
+}
+
+// TestGuardRefusesSessionlessStreams: a GET stream without a session is
+// refused before mcp-go, which would open (and keep) a session for each.
+func TestGuardRefusesSessionlessStreams(t *testing.T) {
+	cfg := permissiveConfig(t, "", "asker", askServer())
+	b, url := runBroker(t, cfg)
+	before := len(mustSessions(t, b))
+	for range 20 {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Header.Set("Accept", "text/event-stream")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("GET without a session: HTTP %d", resp.StatusCode)
+		}
+	}
+	if after := len(mustSessions(t, b)); after != before {
+		t.Fatalf("sessions %d → %d", before, after)
+	}
+}
+
+func mustSessions(t *testing.T, b *Broker) []agents.SessionRecord {
+	t.Helper()
+	rs, err := b.store.ListSessions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
 }
