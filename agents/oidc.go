@@ -78,6 +78,11 @@ type IssuerConfig struct {
 	// Tenants, if set, are the only tenants this issuer's TenantClaim may
 	// name; a token naming another is refused.
 	Tenants []string
+	// AllowNoActor accepts tokens without an RFC 8693 act claim. Such a
+	// token is a bearer token: any agent that holds it can act for its
+	// initiator. By default the act claim is required and must name the
+	// calling agent.
+	AllowNoActor bool
 }
 
 // OIDCOptions configure initiator token validation.
@@ -295,6 +300,8 @@ func (o *OIDC) Validate(ctx context.Context, token, agent string) (Initiator, er
 				truncateStr(act.Sub, 200), agent)
 		}
 		in.Actor = act.Sub
+	} else if !is.cfg.AllowNoActor {
+		return Initiator{}, fmt.Errorf("%w: initiator token has no act claim naming the calling agent (RFC 8693); without one any agent holding it could act for %s", ErrInvalidToken, truncateStr(in.ID, 100))
 	}
 	in.Scopes = stringList(extra["scope"])
 	if len(in.Scopes) == 0 {

@@ -27,6 +27,7 @@ func TestOIDCValidate(t *testing.T) {
 		c := is.Claims("alice", aud)
 		c["scope"] = "mcp:tools"
 		c["roles"] = "eng ops"
+		c["act"] = map[string]any{"sub": coderID}
 		return c
 	}
 	in, err := o.Validate(context.Background(), is.Token(t, good()), coderID)
@@ -60,6 +61,7 @@ func TestOIDCValidate(t *testing.T) {
 		{"unpublished key", is.OtherKey(t, good()), agents.ErrInvalidToken, "signature"},
 		{"act names another agent", is.Token(t, with("act", map[string]any{"sub": "spiffe://example.org/agent/other"})), agents.ErrActorMismatch, ""},
 		{"act malformed", is.Token(t, with("act", "spiffe://example.org/agent/coder")), agents.ErrInvalidToken, "act"},
+		{"no act: a bearer token any agent could present", is.Token(t, with("act", nil)), agents.ErrInvalidToken, "no act claim"},
 		{"scope missing", is.Token(t, with("scope", "openid")), agents.ErrInsufficientScope, ""},
 		{"no subject", is.Token(t, with("sub", nil)), agents.ErrInvalidToken, "sub"},
 		{"garbage", "not.a.jwt", agents.ErrInvalidToken, ""},
@@ -87,6 +89,7 @@ func TestOIDCTenantClaimRequired(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := is.Claims("svc-1", "aud")
+	c["act"] = map[string]any{"sub": coderID}
 	if _, err := o.Validate(context.Background(), is.Token(t, c), coderID); !errors.Is(err, agents.ErrInvalidToken) {
 		t.Fatalf("missing tenant claim: %v", err)
 	}
@@ -119,7 +122,7 @@ func TestOIDCIssuerScopes(t *testing.T) {
 	}
 	tok := func(is *oidctest.Issuer, tenant string) string {
 		c := is.Claims("alice", "aud")
-		c["tid"] = tenant
+		c["tid"], c["act"] = tenant, map[string]any{"sub": coderID}
 		return is.Token(t, c)
 	}
 	in, err := o.Validate(context.Background(), tok(a, "acme"), coderID)
@@ -132,5 +135,18 @@ func TestOIDCIssuerScopes(t *testing.T) {
 	}
 	if _, err := o.Validate(context.Background(), tok(b, "acme"), coderID); !errors.Is(err, agents.ErrInvalidToken) || !strings.Contains(err.Error(), "tenant") {
 		t.Fatalf("issuer b naming acme's tenant: %v", err)
+	}
+}
+
+// TestOIDCAllowNoActor: an issuer configured to accept tokens without an
+// act claim takes them as bearer tokens.
+func TestOIDCAllowNoActor(t *testing.T) {
+	is := oidctest.NewIssuer(t)
+	o, err := agents.NewOIDC(agents.OIDCOptions{Audience: "aud", Issuers: []agents.IssuerConfig{{Issuer: is.URL, AllowNoActor: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in, err := o.Validate(context.Background(), is.Token(t, is.Claims("alice", "aud")), coderID); err != nil || in.ID != "alice" {
+		t.Fatalf("%v %+v", err, in)
 	}
 }

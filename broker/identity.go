@@ -91,6 +91,10 @@ type OIDCIssuerConfig struct {
 	// are refused). With more than one issuer, every issuer with a
 	// tenant_claim must list them.
 	Tenants []string `yaml:"tenants"`
+	// AllowMissingActor accepts tokens without an RFC 8693 act claim
+	// naming the calling agent: bearer tokens any agent holding one could
+	// present. Off by default.
+	AllowMissingActor bool `yaml:"allow_missing_actor"`
 }
 
 func (ic *IdentityConfig) offline() bool { return ic.SPIFFE.SVIDCert != "" }
@@ -317,7 +321,7 @@ func (b *Broker) setupSPIFFE() error {
 		for _, is := range ic.OIDC.Issuers {
 			iss = append(iss, agents.IssuerConfig{Issuer: is.Issuer, JWKSURL: is.JWKSURL, Audiences: is.Audiences,
 				Algorithms: is.Algorithms, SubjectClaim: is.SubjectClaim, TenantClaim: is.TenantClaim,
-				GroupsClaim: is.GroupsClaim, Kind: agents.InitiatorKind(is.Kind), SubjectPrefix: is.SubjectPrefix, Tenants: is.Tenants})
+				GroupsClaim: is.GroupsClaim, Kind: agents.InitiatorKind(is.Kind), SubjectPrefix: is.SubjectPrefix, Tenants: is.Tenants, AllowNoActor: is.AllowMissingActor})
 		}
 		o, err := agents.NewOIDC(agents.OIDCOptions{Issuers: iss, Audience: ic.OIDC.Resource,
 			RequiredScopes: ic.OIDC.RequiredScopes, DefaultTenant: ic.DefaultTenant})
