@@ -346,7 +346,7 @@ func (b *Broker) approveCall(ctx context.Context, c *call, req mcp.CallToolReque
 		return nil, nil, ReasonApprovalRequired
 	}
 	use := b.approvalUse(c)
-	use.Asked = &approval.Asked{PolicyIDs: plan.policyIDs, Group: strings.Join(plan.groups, ",")}
+	use.Asked = &approval.Asked{PolicyIDs: plan.policyIDs, Group: strings.Join(plan.groups, ","), Scope: plan.scope}
 	if plan.mode == planInitiator {
 		use.Asked.Mode = approval.ModeInitiator
 	}

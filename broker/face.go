@@ -125,7 +125,8 @@ func (b *Broker) visibleTools(ctx context.Context, req *mcp.ListToolsRequest, in
 		target := policies.Target{Kind: policies.TargetTool, Server: brokerServer, Name: strings.TrimPrefix(t.Name, "broker__"), Exposed: t.Name}
 		if ct, ok := snap.Tool(t.Name); ok {
 			target = policies.Target{Kind: policies.TargetTool, Server: ct.Server, Name: ct.Name, Exposed: ct.Exposed,
-				ReadOnly: ct.ReadOnly, Destructive: ct.Destructive, Idempotent: ct.Idempotent, OpenWorld: ct.OpenWorld, RiskTags: ct.RiskTags}
+				ReadOnly: ct.ReadOnly, Destructive: ct.Destructive, Idempotent: ct.Idempotent, OpenWorld: ct.OpenWorld, RiskTags: ct.RiskTags,
+				Unpinned: b.isUnpinned(ct.Server, ct.Name)} // as toolHandler: a changed tool is not offered either
 		} else if t.Name != toolDelegate && t.Name != toolTask {
 			continue
 		}

@@ -50,6 +50,16 @@ func TestToolPinning(t *testing.T) {
 	if reasonOf(res) != string(ReasonDeniedByPolicy) {
 		t.Fatalf("changed tool called: %q", text(res))
 	}
+	// Nor is it listed while it waits for a re-pin.
+	lt, err := c.ListTools(context.Background(), mcp.ListToolsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tl := range lt.Tools {
+		if tl.Name == "shifty__run" {
+			t.Fatal("a changed tool is still listed")
+		}
+	}
 	p, _ := b.store.GetPin("shifty/run")
 	if d := DiffDefinitions(p.Definition, p.Pending); !strings.Contains(d, "+ ") || !strings.Contains(d, "uploads") {
 		t.Errorf("diff does not show the change:\n%s", d)

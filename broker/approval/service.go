@@ -106,6 +106,7 @@ type Asked struct {
 	PolicyIDs []string // every one must be among the approval's
 	Group     string   // the approver groups, sorted, comma-separated: must be the approval's
 	Mode      Mode     // if set, the approval must have been decided this way
+	Scope     Scope    // if set, a grant wider than a once approval covers only if its scope is this
 }
 
 // OnceGrace is how long after its decision deadline an approved
@@ -440,6 +441,9 @@ func (s *Service) covers(r *Record, u Use) bool {
 		}
 		if r.Group != a.Group || a.Mode != "" && r.Mode != a.Mode {
 			return false
+		}
+		if a.Scope != "" && r.Scope != ScopeOnce && r.Scope != a.Scope {
+			return false // the policies now grant less (say, once only) than this grant did
 		}
 	}
 	switch r.Scope {

@@ -340,6 +340,7 @@ func TestGrantCoversOnlyWhatWasAsked(t *testing.T) {
 		"another policy":        {PolicyIDs: []string{"p1", "p2"}},
 		"an approver group":     {PolicyIDs: []string{"p1"}, Group: "finance"},
 		"only by the initiator": {PolicyIDs: []string{"p1"}, Mode: approval.ModeInitiator},
+		"once only now":         {PolicyIDs: []string{"p1"}, Scope: approval.ScopeOnce},
 	} {
 		if _, err := svc.Covering(asked(a)); !errors.Is(err, approval.ErrNotCovered) {
 			t.Errorf("%s: covered (%v)", name, err)
