@@ -227,7 +227,7 @@ func (b *Broker) planApproval(c *call) (approvalPlan, error) {
 	}
 	dec := b.engine.Decide(policies.Request{
 		CallID: c.id, Action: policies.ActionCallTool, Initiator: a.initiator, Chain: b.policyChain(a),
-		Target: c.target, Args: c.args.Fields, Now: b.now(), Task: b.taskContext(a),
+		Target: c.target, Args: c.args.Fields, RiskTags: c.riskTags, Now: b.now(), Task: b.taskContext(a),
 	})
 	if dec.Outcome != policies.NeedsApproval {
 		return approvalPlan{}, fmt.Errorf("decision is now %s", dec.Outcome)

@@ -108,6 +108,7 @@ type Broker struct {
 	defaults     map[string]string                   // identity key hash -> default task ID
 	serverAgents map[string]string                   // server name -> its agent SPIFFE ID
 	classes      map[string]map[string]audit.Classes // server -> tool -> field classes
+	tenants      map[string]string                   // server -> the tenant it belongs to (resource.tenant)
 
 	maxBody        int64
 	callTimeout    time.Duration
@@ -237,7 +238,11 @@ func New(cfg Config, opts Options) (b *Broker, err error) {
 	b.defaults = map[string]string{}
 	b.serverAgents = map[string]string{}
 	b.classes = map[string]map[string]audit.Classes{}
+	b.tenants = map[string]string{}
 	for _, s := range cfg.Servers {
+		if s.Tenant != "" {
+			b.tenants[s.Name] = s.Tenant
+		}
 		if s.Agent != "" {
 			b.serverAgents[s.Name] = s.Agent
 		}

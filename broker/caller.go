@@ -185,7 +185,7 @@ func (u *upstream) authorize(method string, action policies.Action) error {
 	}
 	dec := u.b.engine.Decide(policies.Request{
 		CallID: c.id, Action: action, Initiator: a.initiator, Chain: u.b.policyChain(a),
-		Target: c.target, Args: c.args.Fields, Now: u.b.now(), Task: u.b.taskContext(a),
+		Target: c.target, Args: c.args.Fields, RiskTags: c.riskTags, Now: u.b.now(), Task: u.b.taskContext(a),
 	})
 	ev := c.event(audit.CallDecided)
 	ev.Method, ev.Decision, ev.PolicyIDs, ev.PolicyDigest = method, string(dec.Outcome), dec.PolicyIDs, dec.Digest

@@ -147,6 +147,9 @@ type ServerConfig struct {
 	ProtocolVersion string `yaml:"protocol_version"`
 	// RiskTags are attached to every tool of this server for policy.
 	RiskTags []string `yaml:"risk_tags"`
+	// Tenant, if set, is the tenant the server belongs to
+	// (resource.tenant for its tools, resources and prompts).
+	Tenant string `yaml:"tenant"`
 	// Classify says how each tool's argument fields appear in the audit
 	// trail: tool -> field -> public | sensitive | secret. Unlisted fields
 	// are sensitive (keyed digest); fields named like credentials, secret.

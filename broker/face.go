@@ -126,7 +126,7 @@ func (b *Broker) visibleTools(ctx context.Context, req *mcp.ListToolsRequest, in
 		if ct, ok := snap.Tool(t.Name); ok {
 			target = policies.Target{Kind: policies.TargetTool, Server: ct.Server, Name: ct.Name, Exposed: ct.Exposed,
 				ReadOnly: ct.ReadOnly, Destructive: ct.Destructive, Idempotent: ct.Idempotent, OpenWorld: ct.OpenWorld, RiskTags: ct.RiskTags,
-				Unpinned: b.isUnpinned(ct.Server, ct.Name)} // as toolHandler: a changed tool is not offered either
+				Unpinned: b.isUnpinned(ct.Server, ct.Name), Tenant: b.tenants[ct.Server]} // as a call sees it
 		} else if t.Name != toolDelegate && t.Name != toolTask {
 			continue
 		}
@@ -590,6 +590,7 @@ func writeRPCError(w http.ResponseWriter, status int, id any, code int, msg stri
 // chain) the target at all: the gate for metadata requests such as
 // completions, which are not calls and leave no decision record.
 func (b *Broker) mayTouch(ctx context.Context, target policies.Target) bool {
+	target.Tenant = b.tenants[target.Server]
 	id, ok := agents.FromContext(ctx)
 	if !ok {
 		return false

@@ -35,6 +35,7 @@ type call struct {
 	args     tools.Args
 	start    time.Time
 	acting   *acting // task and chain; nil if refused before resolution
+	riskTags []string // per-call tags from argument scanning (context.riskTags)
 	span     *metrics.CallSpan
 	traceCtx context.Context // carries the call's span, for propagation
 }
@@ -43,6 +44,7 @@ type call struct {
 // always returns the call (with its ID); a non-empty reason means the call
 // was refused, and the refusal is already recorded and logged.
 func (b *Broker) admit(ctx context.Context, method string, action policies.Action, target policies.Target, rawArgs []byte, meta *mcp.Meta) (*call, Reason) {
+	target.Tenant = b.tenants[target.Server]
 	c := &call{id: newCallID(), method: method, target: target, start: time.Now()}
 	if s := server.ClientSessionFromContext(ctx); s != nil {
 		c.session = s.SessionID()
@@ -76,6 +78,7 @@ func (b *Broker) admit(ctx context.Context, method string, action policies.Actio
 		return c, ReasonInvalidArguments
 	}
 	c.args = args
+	c.riskTags = b.callRiskTags(c)
 	a, err := b.resolve(ctx, id, c.session, meta)
 	if err != nil {
 		reason := taskReason(err)
@@ -108,6 +111,7 @@ func (b *Broker) admit(ctx context.Context, method string, action policies.Actio
 		Chain:     b.policyChain(a),
 		Target:    target,
 		Args:      args.Fields,
+		RiskTags:  c.riskTags,
 		Now:       b.now(),
 		Task:      b.taskContext(a),
 	})
@@ -424,7 +428,7 @@ func (b *Broker) readmit(ctx context.Context, c *call, granted *policies.Approva
 	}
 	dec := b.engine.Decide(policies.Request{
 		CallID: c.id, Action: policies.ActionCallTool, Initiator: a.initiator, Chain: b.policyChain(a),
-		Target: c.target, Args: c.args.Fields, Now: b.now(), Task: b.taskContext(a), Approval: granted,
+		Target: c.target, Args: c.args.Fields, RiskTags: c.riskTags, Now: b.now(), Task: b.taskContext(a), Approval: granted,
 	})
 	reason := Reason("")
 	var charge *store.Spend
@@ -560,4 +564,32 @@ func auditPasses(dec policies.Decision) []audit.Pass {
 		out = append(out, audit.Pass{Principal: p.Principal, Allowed: p.Allowed, Reasons: p.Reasons, Errors: p.Errors})
 	}
 	return out
+}
+
+// callRiskTags are c's per-call tags for policy (context.riskTags):
+// "secret_in_args" when an argument, at any depth, is classified secret
+// for this tool or, unclassified, is named like a credential.
+func (b *Broker) callRiskTags(c *call) []string {
+	rules := b.classes[c.target.Server][c.target.Name]
+	var walk func(prefix string, m map[string]any, depth int) bool
+	walk = func(prefix string, m map[string]any, depth int) bool {
+		for k, v := range m {
+			path := k
+			if prefix != "" {
+				path = prefix + "." + k
+			}
+			class, explicit := rules[path]
+			if explicit && class != audit.Public && class != audit.Sensitive || !explicit && audit.IsSecretName(k) {
+				return true
+			}
+			if sub, ok := v.(map[string]any); ok && depth < 8 && walk(path, sub, depth+1) {
+				return true
+			}
+		}
+		return false
+	}
+	if walk("", c.args.Parsed, 0) {
+		return []string{"secret_in_args"}
+	}
+	return nil
 }

@@ -210,3 +210,40 @@ func TestParkedCallsAtShutdown(t *testing.T) {
 		t.Fatalf("completions %v, want one cancelled", got)
 	}
 }
+
+// TestServerTenantAndCallRiskTags: a server's tenant reaches policy as
+// resource.tenant, and a secret-looking argument as context.riskTags
+// "secret_in_args", so the example policies that read them fire.
+func TestServerTenantAndCallRiskTags(t *testing.T) {
+	ds := askServer()
+	ds.AddTool(mcp.NewTool("echo", mcp.WithString("text"), mcp.WithString("api_token")), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return mcp.NewToolResultText("ok"), nil
+	})
+	cfg := permissiveConfig(t, `
+@id("tenant-isolation-users")
+forbid (principal is Broker::User, action, resource)
+when { resource has tenant && !(principal has tenant && principal.tenant == resource.tenant) };
+@id("no-secrets")
+forbid (principal, action, resource) when { context.riskTags.contains("secret_in_args") };
+`, "asker", ds)
+	_, url := runBroker(t, cfg)
+	c := connect(t, url, mcp.ProtocolVersion20251125)
+	if res := callTool(t, c, "asker__echo", map[string]any{"text": "hi"}); res.IsError {
+		t.Fatalf("a plain call: %q", text(res))
+	}
+	if res := callTool(t, c, "asker__echo", map[string]any{"text": "hi", "api_token": "s3cr3t"}); reasonOf(res) != string(ReasonDeniedByPolicy) {
+		t.Fatalf("a secret in the arguments: %q", text(res))
+	}
+
+	cfg2 := permissiveConfig(t, `
+@id("tenant-isolation-users")
+forbid (principal is Broker::User, action, resource)
+when { resource has tenant && !(principal has tenant && principal.tenant == resource.tenant) };
+`, "asker", askServer())
+	cfg2.Servers[0].Tenant = "globex" // alice is in no tenant
+	_, url2 := runBroker(t, cfg2)
+	c2 := connect(t, url2, mcp.ProtocolVersion20251125)
+	if res := callTool(t, c2, "asker__ask", map[string]any{"q": "x"}); reasonOf(res) != string(ReasonDeniedByPolicy) {
+		t.Fatalf("another tenant's server: %q", text(res))
+	}
+}
