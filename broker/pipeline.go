@@ -34,7 +34,7 @@ type call struct {
 	target   policies.Target
 	args     tools.Args
 	start    time.Time
-	acting   *acting // task and chain; nil if refused before resolution
+	acting   *acting  // task and chain; nil if refused before resolution
 	riskTags []string // per-call tags from argument scanning (context.riskTags)
 	span     *metrics.CallSpan
 	traceCtx context.Context // carries the call's span, for propagation
