@@ -77,6 +77,12 @@ func connect(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	authz := tlsconfig.AuthorizeMemberOf(svid.ID.TrustDomain())
+	if *brokerID == "" && (*tokenFile != "" || *tokenEnv != "") {
+		// An initiator token goes to whoever answers: any workload of the
+		// trust domain would do without the broker's own ID.
+		fmt.Fprintln(stderr, "mcpbroker connect: --broker-id is required with an initiator token (--token-file, --token-env), so that the token goes only to the broker")
+		return 2
+	}
 	if *brokerID != "" {
 		id, err := spiffeid.FromString(*brokerID)
 		if err != nil {
