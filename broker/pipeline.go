@@ -93,6 +93,15 @@ func (b *Broker) admit(ctx context.Context, method string, action policies.Actio
 		log.Info("call refused: resource outside the task", "agent", id.Agent, "task", a.task.ID)
 		return c, ReasonOutsideTask
 	}
+	explicit := a.task != nil && len(a.task.Resources) > 0 // checked by pattern above
+	if (action == policies.ActionReadResource && !explicit || action == policies.ActionGetPrompt) && !b.allowsServer(a, target.Server) {
+		// A task names tools; the servers they are on are the ones whose
+		// resources (when it names none) and prompts it may use.
+		err := fmt.Errorf("%w: no tool of server %s is among the task's tools", agents.ErrOutsideTask, target.Server)
+		b.recordDecision(ctx, c, nil, ReasonOutsideTask, err.Error())
+		log.Info("call refused: server outside the task", "agent", id.Agent, "server", target.Server)
+		return c, ReasonOutsideTask
+	}
 	if action == policies.ActionCallTool && !a.allowsTool(target.Exposed) {
 		taskID, tools := "", a.limit // a chain's own limit, when the caller has no task
 		if a.task != nil {

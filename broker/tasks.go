@@ -105,6 +105,21 @@ func (a *acting) allowsTool(name string) bool {
 	return true
 }
 
+// allowsServer reports whether a's task (and a chain's limit) lets it use
+// server's resources and prompts: when some tool of server is inside. With
+// no task and no limit, every server is. The broker's own server always is.
+func (b *Broker) allowsServer(a *acting, server string) bool {
+	if server == brokerServer || a.task == nil && len(a.limit) == 0 {
+		return true
+	}
+	for _, t := range b.pool.Snapshot().Tools {
+		if t.Server == server && a.allowsTool(t.Exposed) {
+			return true
+		}
+	}
+	return false
+}
+
 // allowsResource applies the task's resource URI patterns (if it has any)
 // to a resources/read.
 func (a *acting) allowsResource(uri string) bool {

@@ -52,13 +52,19 @@ func kvServer() *server.MCPServer {
 	s.AddTool(mcp.NewTool("drop"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		return mcp.NewToolResultText("dropped"), nil
 	})
+	s.AddPrompt(mcp.NewPrompt("hint"), hintPrompt)
 	return s
+}
+
+func hintPrompt(ctx context.Context, req mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+	return mcp.NewGetPromptResult("a hint", []mcp.PromptMessage{mcp.NewPromptMessage(mcp.RoleUser, mcp.NewTextContent("look here"))}), nil
 }
 
 // researchServer's "ask" tool calls kv__<tool> through the broker as the
 // researcher, presenting the chain token it was given.
 func (r *chainRig) researchServer(token string) *server.MCPServer {
 	s := server.NewMCPServer("research", "1")
+	s.AddPrompt(mcp.NewPrompt("hint"), hintPrompt)
 	s.AddTool(mcp.NewTool("ask", mcp.WithString("tool"), mcp.WithString("forge"), mcp.WithString("args")), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		chain := ""
 		if req.Params.Meta != nil {
@@ -491,5 +497,22 @@ unless { context has approval && context.approval.granted && context.approval.ca
 	es := listLive(t, r.dir, audit.Filter{Type: audit.ApprovalDecided, Target: "kv__put"})
 	if len(es) != 1 || !strings.Contains(es[0].Event.Detail, "sub-agent") {
 		t.Fatalf("refusal record: %+v", es)
+	}
+}
+
+// TestTaskBoundsResourcesAndPrompts: under a task, an agent reads the
+// resources and gets the prompts only of servers some of its tools are on.
+func TestTaskBoundsResourcesAndPrompts(t *testing.T) {
+	r := newChainRig(t, permitAll)
+	h := grant(t, r, agents.Task{Agent: planner, Tools: []string{"research__*"}})
+	c := r.agent(t, "planner-token-1", h)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := c.GetPrompt(ctx, mcp.GetPromptRequest{Params: mcp.GetPromptParams{Name: "kv__hint"}})
+	if err == nil {
+		t.Fatal("a prompt of a server outside the task")
+	}
+	if _, err := c.GetPrompt(ctx, mcp.GetPromptRequest{Params: mcp.GetPromptParams{Name: "research__hint"}}); err != nil {
+		t.Fatalf("a prompt of a server inside the task: %v", err)
 	}
 }
