@@ -75,6 +75,47 @@ func (b *Broker) newMCPServer() *server.MCPServer {
 	hooks.AddAfterListTools(func(ctx context.Context, _ any, req *mcp.ListToolsRequest, res *mcp.ListToolsResult) {
 		res.Tools = b.visibleTools(ctx, req, res.Tools)
 	})
+	// So do the other listings: only what the task's servers and policy
+	// could allow (a listing names other tenants' and servers' things).
+	hooks.AddAfterListPrompts(func(ctx context.Context, _ any, req *mcp.ListPromptsRequest, res *mcp.ListPromptsResult) {
+		snap := b.pool.Snapshot()
+		res.Prompts = visibleOf(b, ctx, req.Params.Meta, res.Prompts, func(p mcp.Prompt) (policies.Action, policies.Target, bool) {
+			tp, ok := snap.Prompt(p.Name)
+			if !ok {
+				return "", policies.Target{}, false
+			}
+			return policies.ActionGetPrompt, policies.Target{Kind: policies.TargetPrompt, Server: tp.Server, Name: tp.Name, Exposed: tp.Exposed,
+				ReadOnly: true, Idempotent: true}, true
+		})
+	})
+	hooks.AddAfterListResources(func(ctx context.Context, _ any, req *mcp.ListResourcesRequest, res *mcp.ListResourcesResult) {
+		snap := b.pool.Snapshot()
+		res.Resources = visibleOf(b, ctx, req.Params.Meta, res.Resources, func(r mcp.Resource) (policies.Action, policies.Target, bool) {
+			tr, ok := snap.Resource(r.URI)
+			if !ok {
+				return "", policies.Target{}, false
+			}
+			return policies.ActionReadResource, policies.Target{Kind: policies.TargetResource, Server: tr.Server, Name: r.URI, Exposed: r.URI,
+				ReadOnly: true, Idempotent: true}, true
+		})
+	})
+	hooks.AddAfterListResourceTemplates(func(ctx context.Context, _ any, req *mcp.ListResourceTemplatesRequest, res *mcp.ListResourceTemplatesResult) {
+		snap := b.pool.Snapshot()
+		servers := map[string]string{}
+		for _, t := range snap.Templates {
+			if t.Def.URITemplate != nil {
+				servers[t.Def.URITemplate.Raw()] = t.Server
+			}
+		}
+		res.ResourceTemplates = visibleOf(b, ctx, req.Params.Meta, res.ResourceTemplates, func(t mcp.ResourceTemplate) (policies.Action, policies.Target, bool) {
+			if t.URITemplate == nil {
+				return "", policies.Target{}, false
+			}
+			srv, ok := servers[t.URITemplate.Raw()]
+			return policies.ActionReadResource, policies.Target{Kind: policies.TargetResource, Server: srv, Name: t.URITemplate.Raw(),
+				Exposed: t.URITemplate.Raw(), ReadOnly: true, Idempotent: true}, ok
+		})
+	})
 	return server.NewMCPServer(serverName, b.version,
 		server.WithToolCapabilities(true),
 		server.WithResourceCapabilities(false, true),
@@ -91,6 +132,46 @@ func (b *Broker) newMCPServer() *server.MCPServer {
 		// per call (with the call ID), so the library's are kept for warnings.
 		server.WithLogger(slog.New(warnOnly{b.log.Handler()})),
 	)
+}
+
+// visibleOf filters a listing to the entries the caller could use: on a
+// server its task allows (allowsServer) and with an action policy could
+// allow. Without an identity, or with a task or chain that does not
+// resolve, nothing is listed.
+func visibleOf[T any](b *Broker, ctx context.Context, meta *mcp.Meta, in []T, target func(T) (policies.Action, policies.Target, bool)) []T {
+	out := make([]T, 0, len(in))
+	id, ok := agents.FromContext(ctx)
+	if !ok {
+		return out
+	}
+	session := ""
+	if s := server.ClientSessionFromContext(ctx); s != nil {
+		session = s.SessionID()
+	}
+	a, err := b.resolve(ctx, id, session, meta)
+	if err != nil {
+		return out
+	}
+	chain, task := b.policyChain(a), b.taskContext(a)
+	for _, e := range in {
+		action, t, ok := target(e)
+		if !ok {
+			continue
+		}
+		if action == policies.ActionReadResource && a.task != nil && len(a.task.Resources) > 0 {
+			if !a.allowsResource(t.Name) {
+				continue
+			}
+		} else if !b.allowsServer(a, t.Server) {
+			continue
+		}
+		t.Tenant = b.tenants[t.Server]
+		if b.engine.Visible(policies.Request{CallID: "list", Action: action, Initiator: a.initiator, Chain: chain,
+			Target: t, Now: b.now(), Task: task}) {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // visibleTools filters a tools/list result to what the caller's task

@@ -515,4 +515,16 @@ func TestTaskBoundsResourcesAndPrompts(t *testing.T) {
 	if _, err := c.GetPrompt(ctx, mcp.GetPromptRequest{Params: mcp.GetPromptParams{Name: "research__hint"}}); err != nil {
 		t.Fatalf("a prompt of a server inside the task: %v", err)
 	}
+	// The listing shows only the prompts it may get.
+	lp, err := c.ListPrompts(ctx, mcp.ListPromptsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range lp.Prompts {
+		names = append(names, p.Name)
+	}
+	if len(names) != 1 || names[0] != "research__hint" {
+		t.Fatalf("prompts listed: %v", names)
+	}
 }
