@@ -127,15 +127,12 @@ func (b *Broker) admit(ctx context.Context, method string, action policies.Actio
 	// An allowed call under a budgeted task is charged in the same
 	// transaction that commits its decision record.
 	var charge *store.Spend
-	if dec.Outcome == policies.Allow && a.task != nil && action == policies.ActionCallTool && target.Server != brokerServer {
-		ids, limits, err := b.tasks.Charge(a.task)
-		if err != nil {
+	if dec.Outcome == policies.Allow && action == policies.ActionCallTool && target.Server != brokerServer {
+		var err error
+		if charge, err = b.charge(a); err != nil {
 			reason := taskReason(err)
 			b.recordDecision(ctx, c, &dec, reason, err.Error())
 			return c, reason
-		}
-		if len(ids) > 0 {
-			charge = &store.Spend{IDs: ids, Limits: limits}
 		}
 	}
 	policyDur := time.Since(policyStart)
@@ -443,12 +440,10 @@ func (b *Broker) readmit(ctx context.Context, c *call, granted *policies.Approva
 	var charge *store.Spend
 	if dec.Outcome != policies.Allow {
 		reason = ReasonDeniedByPolicy
-	} else if a.task != nil && c.target.Server != brokerServer {
-		ids, limits, err := b.tasks.Charge(a.task)
-		if err != nil {
+	} else if c.target.Server != brokerServer {
+		var err error
+		if charge, err = b.charge(a); err != nil {
 			reason = taskReason(err)
-		} else if len(ids) > 0 {
-			charge = &store.Spend{IDs: ids, Limits: limits}
 		}
 	}
 	// The call's own record (written fail-closed, unlike the approval's

@@ -19,6 +19,7 @@ import (
 
 	"github.com/mcpbroker/mcpbroker/agents"
 	"github.com/mcpbroker/mcpbroker/broker/audit"
+	"github.com/mcpbroker/mcpbroker/broker/store"
 	"github.com/mcpbroker/mcpbroker/policies"
 	"github.com/mcpbroker/mcpbroker/tools"
 )
@@ -62,6 +63,9 @@ type acting struct {
 	// limit narrows the task further for a chained call: the sub-agent's
 	// own default task patterns (task ∩ what the sub-agent may do).
 	limit []string
+	// own is that default task itself (for the chain's initiator): its
+	// budget is charged too, so a sub-agent stays within its own calls.
+	own *agents.Task
 	// chainCall is the parent call of a chained call.
 	chainCall string
 }
@@ -228,6 +232,12 @@ func (b *Broker) resolve(ctx context.Context, id agents.Identity, session string
 		}
 		if reg, ok := b.cfg.agent(id.Agent); ok && reg.DefaultTask != nil {
 			a.limit = reg.DefaultTask.Tools
+			own, err := b.defaultTask(agents.Identity{Agent: id.Agent, Initiator: cl.Initiator, InitiatorKind: cl.InitiatorKind,
+				Tenant: cl.Tenant, Groups: cl.Groups})
+			if err != nil {
+				return nil, err
+			}
+			a.own = own
 		}
 	case p.task != "":
 		t, err := b.tasks.Resolve(p.task, id.Agent)
@@ -585,4 +595,28 @@ func (b *Broker) doTaskInfo(ctx context.Context, c *call, req mcp.CallToolReques
 	res := mcp.NewToolResultText(string(txt))
 	res.StructuredContent = out
 	return res, nil
+}
+
+// charge is what a forwarded call of a spends: its task's budgets (and its
+// ancestors'), and a chained sub-agent's own default task's.
+func (b *Broker) charge(a *acting) (*store.Spend, error) {
+	var sp store.Spend
+	for _, t := range []*agents.Task{a.task, a.own} {
+		if t == nil {
+			continue
+		}
+		ids, limits, err := b.tasks.Charge(t)
+		if err != nil {
+			return nil, err
+		}
+		for i, id := range ids {
+			if !slices.Contains(sp.IDs, id) {
+				sp.IDs, sp.Limits = append(sp.IDs, id), append(sp.Limits, limits[i])
+			}
+		}
+	}
+	if len(sp.IDs) == 0 {
+		return nil, nil
+	}
+	return &sp, nil
 }

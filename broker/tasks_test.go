@@ -114,6 +114,12 @@ func (r *chainRig) researchServer(token string) *server.MCPServer {
 
 func newChainRig(t *testing.T, policy string) *chainRig {
 	t.Helper()
+	return newChainRigWith(t, policy, nil)
+}
+
+// newChainRigWith is newChainRig with edit applied to the config.
+func newChainRigWith(t *testing.T, policy string, edit func(*Config)) *chainRig {
+	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "p.cedar"), []byte(policy), 0o600); err != nil {
 		t.Fatal(err)
@@ -140,6 +146,9 @@ func newChainRig(t *testing.T, policy string) *chainRig {
 		{Name: "research", Transport: "in-process", inProcess: "research", Agent: researcher},
 	}
 	cfg.inProcess = map[string]*server.MCPServer{"kv": kvServer(), "research": r.researchServer("researcher-token-1")}
+	if edit != nil {
+		edit(&cfg)
+	}
 	r.b, r.url = runBroker(t, cfg)
 	r.dir = r.b.cfg.DataDir
 	return r
@@ -526,5 +535,26 @@ func TestTaskBoundsResourcesAndPrompts(t *testing.T) {
 	}
 	if len(names) != 1 || names[0] != "research__hint" {
 		t.Fatalf("prompts listed: %v", names)
+	}
+}
+
+// TestChainedCallsSpendTheSubAgentsOwnBudget: a sub-agent acting on a chain
+// spends its own default task's budget too, not only its caller's.
+func TestChainedCallsSpendTheSubAgentsOwnBudget(t *testing.T) {
+	r := newChainRigWith(t, permitAll, func(cfg *Config) {
+		for i := range cfg.Agents {
+			if cfg.Agents[i].ID == researcher {
+				cfg.Agents[i].DefaultTask.MaxCalls = 1
+			}
+		}
+	})
+	h := grant(t, r, agents.Task{Agent: planner, Tools: []string{"kv__*", "research__*"}, MaxCalls: 100})
+	c := r.agent(t, "planner-token-1", h)
+	if res := callTool(t, c, "research__ask", map[string]any{"tool": "kv__get"}); strings.HasPrefix(text(res), "ERROR") {
+		t.Fatalf("first chained call: %q", text(res))
+	}
+	res := callTool(t, c, "research__ask", map[string]any{"tool": "kv__get"})
+	if !strings.HasPrefix(text(res), "ERROR mcpbroker: "+string(ReasonOutsideTask)) {
+		t.Fatalf("a second chained call past the researcher's own budget of 1: %q", text(res))
 	}
 }
