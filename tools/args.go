@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -124,7 +125,7 @@ func writeCanonical(b *bytes.Buffer, v any) error {
 }
 
 // wellKnown are the argument names policy sees normalized (Fields).
-var wellKnown = []string{"path", "url", "host", "amount", "currency", "recipient", "command", "name", "account"}
+var wellKnown = [...]string{"path", "url", "host", "amount", "currency", "recipient", "command", "name", "account"}
 
 // fields normalizes the well-known arguments for policy. A name is matched
 // ignoring case, as encoding/json matches struct fields (a downstream that
@@ -135,16 +136,22 @@ var wellKnown = []string{"path", "url", "host", "amount", "currency", "recipient
 // would let a policy that asks "has amount" miss it.
 func fields(obj map[string]any) (map[string]any, error) {
 	out := map[string]any{}
+	// One pass over the keys finds every well-known one: exact first, then
+	// ignoring case (only keys short enough to fold to a well-known name).
+	var vals [len(wellKnown)]any
+	var has [len(wellKnown)]bool
+	for k, v := range obj {
+		i := slices.Index(wellKnown[:], k)
+		if i < 0 && len(k) <= 4*len("recipient") {
+			i = slices.IndexFunc(wellKnown[:], func(n string) bool { return strings.EqualFold(k, n) })
+		}
+		if i >= 0 {
+			vals[i], has[i] = v, true
+		}
+	}
 	get := func(name string) (any, bool) {
-		if v, ok := obj[name]; ok {
-			return v, true
-		}
-		for k, v := range obj {
-			if strings.EqualFold(k, name) {
-				return v, true
-			}
-		}
-		return nil, false
+		i := slices.Index(wellKnown[:], name)
+		return vals[i], has[i]
 	}
 	str := func(name string) (string, bool, error) {
 		v, ok := get(name)
