@@ -153,6 +153,7 @@ func visibleOf[T any](b *Broker, ctx context.Context, meta *mcp.Meta, in []T, ta
 		return out
 	}
 	chain, task := b.policyChain(a), b.taskContext(a)
+	servers := b.allowedServers(a) // nil: every server
 	for _, e := range in {
 		action, t, ok := target(e)
 		if !ok {
@@ -162,7 +163,7 @@ func visibleOf[T any](b *Broker, ctx context.Context, meta *mcp.Meta, in []T, ta
 			if !a.allowsResource(t.Name) {
 				continue
 			}
-		} else if !b.allowsServer(a, t.Server) {
+		} else if servers != nil && t.Server != brokerServer && !servers[t.Server] {
 			continue
 		}
 		t.Tenant = b.tenants[t.Server]

@@ -113,15 +113,24 @@ func (a *acting) allowsTool(name string) bool {
 // server's resources and prompts: when some tool of server is inside. With
 // no task and no limit, every server is. The broker's own server always is.
 func (b *Broker) allowsServer(a *acting, server string) bool {
-	if server == brokerServer || a.task == nil && len(a.limit) == 0 {
-		return true
+	servers := b.allowedServers(a)
+	return servers == nil || server == brokerServer || servers[server]
+}
+
+// allowedServers is the set of servers some tool of which a's task (and a
+// chain's limit) allows, or nil when nothing bounds a. One pass over the
+// catalog: a listing computes it once, not per entry.
+func (b *Broker) allowedServers(a *acting) map[string]bool {
+	if a.task == nil && len(a.limit) == 0 {
+		return nil
 	}
+	out := map[string]bool{}
 	for _, t := range b.pool.Snapshot().Tools {
-		if t.Server == server && a.allowsTool(t.Exposed) {
-			return true
+		if !out[t.Server] && a.allowsTool(t.Exposed) {
+			out[t.Server] = true
 		}
 	}
-	return false
+	return out
 }
 
 // allowsResource applies the task's resource URI patterns (if it has any)
