@@ -189,10 +189,6 @@ func Narrow(parent *Task, delegator string, req SubTask, remaining int64, maxDep
 	return child, nil
 }
 
-// PatternWithin reports whether every tool name pattern p can match is
-// matched by one of parents (see patternWithin).
-func PatternWithin(p string, parents []string) bool { return patternWithin(p, parents) }
-
 // patternWithin reports whether every name p can match is matched by one of
 // parents. It is conservative: p must equal a parent pattern, be a literal
 // name a parent matches, or extend a parent pattern of the form

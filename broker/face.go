@@ -685,6 +685,9 @@ func (b *Broker) mayTouch(ctx context.Context, target policies.Target) bool {
 	if err != nil {
 		return false
 	}
+	if target.Kind != policies.TargetTool && !b.allowsServer(a, target.Server) {
+		return false // a prompt or resource of a server outside the task
+	}
 	return b.engine.Visible(policies.Request{CallID: "completion", Action: policies.ActionCallTool, Initiator: a.initiator,
 		Chain: b.policyChain(a), Target: target, Now: b.now(), Task: b.taskContext(a)})
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/google/uuid"
 	"github.com/mark3labs/mcp-go/mcp"
@@ -570,9 +571,30 @@ func auditPasses(dec policies.Decision) []audit.Pass {
 	return out
 }
 
+// credentialNames are argument names (lower case, separators removed)
+// that hold a credential and nothing else. Narrower than what the audit
+// trail redacts (audit.IsSecretName, which would tag max_tokens or
+// next_page_token): a risk tag denies calls, a redaction only hides.
+var credentialNames = map[string]bool{
+	"password": true, "passwd": true, "secret": true, "clientsecret": true, "apikey": true, "token": true,
+	"authtoken": true, "accesstoken": true, "refreshtoken": true, "idtoken": true, "bearertoken": true,
+	"apitoken": true, "secretkey": true, "accesskey": true, "privatekey": true, "authorization": true, "cookie": true,
+	"credential": true, "credentials": true,
+}
+
+func isCredentialName(k string) bool {
+	return credentialNames[strings.Map(func(r rune) rune {
+		switch r {
+		case '_', '-', '.', ' ':
+			return -1
+		}
+		return unicode.ToLower(r)
+	}, k)]
+}
+
 // callRiskTags are c's per-call tags for policy (context.riskTags):
 // "secret_in_args" when an argument, at any depth, is classified secret
-// for this tool or, unclassified, is named like a credential.
+// for this tool or, unclassified, is named as a credential and not empty.
 func (b *Broker) callRiskTags(c *call) []string {
 	rules := b.classes[c.target.Server][c.target.Name]
 	var walk func(prefix string, m map[string]any, depth int) bool
@@ -583,7 +605,8 @@ func (b *Broker) callRiskTags(c *call) []string {
 				path = prefix + "." + k
 			}
 			class, explicit := rules[path]
-			if explicit && class != audit.Public && class != audit.Sensitive || !explicit && audit.IsSecretName(k) {
+			empty := v == nil || v == ""
+			if explicit && class != audit.Public && class != audit.Sensitive || !explicit && !empty && isCredentialName(k) {
 				return true
 			}
 			if sub, ok := v.(map[string]any); ok && depth < 8 && walk(path, sub, depth+1) {

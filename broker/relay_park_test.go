@@ -150,7 +150,7 @@ func TestParkedCallsCappedPerAgent(t *testing.T) {
 func TestParkedCallAgentGoesAway(t *testing.T) {
 	old := outcomeWait.Swap(int64(200 * time.Millisecond))
 	t.Cleanup(func() { outcomeWait.Store(old) })
-	release, started := make(chan struct{}), make(chan struct{}, 1)
+	release, started := make(chan struct{}, 1), make(chan struct{}, 1)
 	var returned atomic.Bool
 	ds := askServer()
 	ds.AddTool(mcp.NewTool("stuck"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
@@ -190,6 +190,15 @@ func TestParkedCallAgentGoesAway(t *testing.T) {
 	}
 	if returned.Load() {
 		t.Fatal("the downstream returned before the test released it")
+	}
+	release <- struct{}{} // now it returns: nothing more is recorded
+	deadline := time.Now().Add(5 * time.Second)
+	for !returned.Load() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if again := completions(t, b); len(again[firstKey(again)]) != 1 {
+		t.Fatalf("completions after the downstream returned: %v", again)
 	}
 }
 
@@ -233,6 +242,9 @@ forbid (principal, action, resource) when { context.riskTags.contains("secret_in
 	}
 	if res := callTool(t, c, "asker__echo", map[string]any{"text": "hi", "api_token": "s3cr3t"}); reasonOf(res) != string(ReasonDeniedByPolicy) {
 		t.Fatalf("a secret in the arguments: %q", text(res))
+	}
+	if res := callTool(t, c, "asker__echo", map[string]any{"text": "hi", "max_tokens": 100, "next_page_token": "p2", "api_token": ""}); res.IsError {
+		t.Fatalf("names that only look like credentials, and an empty one: %q", text(res))
 	}
 
 	cfg2 := permissiveConfig(t, `

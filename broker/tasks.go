@@ -121,8 +121,13 @@ func (b *Broker) allowsServer(a *acting, server string) bool {
 // chain's limit) allows, or nil when nothing bounds a. One pass over the
 // catalog: a listing computes it once, not per entry.
 func (b *Broker) allowedServers(a *acting) map[string]bool {
-	if a.task == nil && len(a.limit) == 0 {
-		return nil
+	all := func(patterns []string) bool { return patterns == nil || slices.Contains(patterns, "*") }
+	var taskTools []string
+	if a.task != nil {
+		taskTools = a.task.Tools
+	}
+	if all(taskTools) && all(a.limit) {
+		return nil // a task of every tool reaches every server, those with no tools too
 	}
 	out := map[string]bool{}
 	for _, t := range b.pool.Snapshot().Tools {
@@ -316,8 +321,11 @@ func (b *Broker) defaultTask(id agents.Identity) (*agents.Task, error) {
 	tid, ok := b.defaults[key]
 	if !ok {
 		// Not granted by this process: the store may hold one (granted
-		// before a restart, or revoked).
-		tid = b.storedDefault(id)
+		// before a restart, or revoked). Remembered either way, so the
+		// store is scanned once per identity.
+		if tid = b.storedDefault(id); tid != "" {
+			b.defaults[key] = tid
+		}
 	}
 	if tid != "" {
 		if t, err := b.tasks.Get(tid); err == nil {
@@ -547,17 +555,10 @@ func (b *Broker) doDelegate(ctx context.Context, c *call, req mcp.CallToolReques
 	if reg, ok := b.cfg.agent(in.Agent); ok && reg.MaxDepth > 0 {
 		maxDepth = reg.MaxDepth
 	}
-	// A chained session delegates from its own view: its chain, not the
-	// task's, is the one the sub-task extends.
+	// The sub-task extends the session's chain (a handle's task carries
+	// its own).
 	parent := *a.task
 	parent.Chain = a.chain
-	if len(a.limit) > 0 {
-		for _, p := range in.Tools {
-			if !agents.PatternWithin(p, a.limit) {
-				return nil, fmt.Errorf("%w: %q is outside what this agent may do", agents.ErrOutsideTask, p)
-			}
-		}
-	}
 	handle, child, err := b.tasks.Delegate(&parent, a.agent.Agent, agents.SubTask{
 		Agent: in.Agent, Tools: in.Tools, TTL: ttl, MaxCalls: int64(in.MaxCalls), Purpose: in.Purpose,
 	}, maxDepth)

@@ -130,10 +130,10 @@ var wellKnown = [...]string{"path", "url", "host", "amount", "currency", "recipi
 // fields normalizes the well-known arguments for policy. A name is matched
 // ignoring case, as encoding/json matches struct fields (a downstream that
 // reads "Name" into its name field must not slip past a policy on name;
-// unambiguous has refused two spellings of one name). One that is present
-// but cannot be normalized (a path that is not a string, a URL that is not
-// absolute, an amount that is not an integer) is an error: dropping it
-// would let a policy that asks "has amount" miss it.
+// unambiguous has refused two spellings of one name). A null is absent; a
+// value that is not a string is seen as its compact JSON (so "has command"
+// sees a command given as an array); an amount that is not an integer is an
+// error: dropping it would let a policy that asks "has amount" miss it.
 func fields(obj map[string]any) (map[string]any, error) {
 	out := map[string]any{}
 	// One pass over the keys finds every well-known one: exact first, then
@@ -151,41 +151,44 @@ func fields(obj map[string]any) (map[string]any, error) {
 	}
 	get := func(name string) (any, bool) {
 		i := slices.Index(wellKnown[:], name)
-		return vals[i], has[i]
+		return vals[i], has[i] && vals[i] != nil // null is absent
 	}
-	str := func(name string) (string, bool, error) {
-		v, ok := get(name)
-		if !ok {
-			return "", false, nil
+	// text is a value as policy reads a string: a string as it is, any
+	// other value (an array, an object, a number, a boolean) as its compact
+	// JSON, so that "has command" sees a command given as an array too.
+	text := func(v any) string {
+		if s, ok := v.(string); ok {
+			return s
 		}
-		s, isStr := v.(string)
-		if !isStr {
-			return "", true, fmt.Errorf("argument %q must be a string", name)
-		}
-		return s, true, nil
+		var b bytes.Buffer
+		_ = writeCanonical(&b, v)
+		return b.String()
 	}
 	for _, name := range wellKnown {
+		v, ok := get(name)
+		if !ok {
+			continue
+		}
 		switch name {
 		case "amount":
-			v, ok := get(name)
-			if !ok {
-				continue
+			// Minor units, as an integer: a number, or a string of one
+			// (prompt arguments are strings). Anything else cannot be
+			// compared to a limit, so it is refused rather than dropped.
+			var n json.Number
+			switch x := v.(type) {
+			case json.Number:
+				n = x
+			case string:
+				n = json.Number(strings.TrimSpace(x))
 			}
-			n, isNum := v.(json.Number)
 			i, err := n.Int64()
-			if !isNum || err != nil {
-				return nil, fmt.Errorf("argument %q must be an integer (minor units)", name)
+			if err != nil {
+				return nil, fmt.Errorf("argument %q must be an integer amount in minor units", name)
 			}
 			out[name] = i
 			continue
 		}
-		s, ok, err := str(name)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			continue
-		}
+		s := text(v)
 		switch name {
 		case "path":
 			if s != "" {
@@ -195,13 +198,13 @@ func fields(obj map[string]any) (map[string]any, error) {
 			if s == "" {
 				continue
 			}
-			u, h, ok := cleanURL(s)
-			if !ok {
-				return nil, fmt.Errorf("argument %q must be an absolute URL with a host", name)
-			}
-			out["url"] = u
-			if _, set := get("host"); !set {
-				out["host"] = h
+			if u, h, ok := cleanURL(s); ok {
+				out["url"] = u
+				if _, set := get("host"); !set {
+					out["host"] = h
+				}
+			} else {
+				out["url"] = s // relative, or not a URL: as given, with no host
 			}
 		case "host":
 			if s != "" {
@@ -311,14 +314,24 @@ func unambiguous(raw []byte) error {
 					}
 					key = []byte(k)
 				}
+				// Case is ignored at the top level, where the arguments
+				// policy reads live; below it only exact repeats count
+				// (a map of HTTP headers may spell a name two ways).
+				fold := n == 1
+				norm := func(k []byte) string {
+					if fold {
+						return foldKey(k)
+					}
+					return string(k)
+				}
 				dup := false
 				if f.set != nil {
-					fk := foldKey(key)
+					fk := norm(key)
 					dup = f.set[fk]
 					f.set[fk] = true
 				} else {
 					for _, k := range keys[f.start:] {
-						if bytes.EqualFold(k, key) {
+						if fold && bytes.EqualFold(k, key) || !fold && bytes.Equal(k, key) {
 							dup = true
 							break
 						}
@@ -326,12 +339,12 @@ func unambiguous(raw []byte) error {
 					if keys = append(keys, key); len(keys)-f.start > 32 {
 						f.set = make(map[string]bool, 64)
 						for _, k := range keys[f.start:] {
-							f.set[foldKey(k)] = true
+							f.set[norm(k)] = true
 						}
 					}
 				}
 				if dup {
-					return fmt.Errorf("key %s appears more than once in one object (keys are compared ignoring case)", strconv.Quote(string(key)))
+					return fmt.Errorf("key %s appears more than once in one object (at the top level, ignoring case)", strconv.Quote(string(key)))
 				}
 				f.expectKey = false
 			}

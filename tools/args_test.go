@@ -122,16 +122,17 @@ func FuzzCanonicalize(f *testing.F) {
 // decoded arguments and the downstream the agent's bytes.
 func TestCanonicalizeRefusesAmbiguity(t *testing.T) {
 	for name, raw := range map[string]string{
-		"repeated key":                `{"path":"/tmp/ok","path":"/etc/shadow"}`,
-		"repeated key, other case":    `{"path":"/tmp/ok","PATH":"/etc/shadow"}`,
-		"repeated key, escaped":       `{"path":"/tmp/ok","p\u0061th":"/etc/shadow"}`,
-		"repeated key, nested":        `{"a":[{"x":1,"x":2}]}`,
-		"repeated key, Kelvin sign":   "{\"k\":1,\"\u212a\":2}",
-		"invalid UTF-8":               "{\"a\":\"a\xff\"}",
-		"lone high surrogate":         `{"a":"\ud800"}`,
-		"lone low surrogate":          `{"a":"x\udc00"}`,
-		"high surrogate, then letter": `{"a":"\ud800\u0041"}`,
-		"stray closing bracket":       `{}]`,
+		"repeated key":                  `{"path":"/tmp/ok","path":"/etc/shadow"}`,
+		"repeated key, other case":      `{"path":"/tmp/ok","PATH":"/etc/shadow"}`,
+		"repeated key, escaped":         `{"path":"/tmp/ok","p\u0061th":"/etc/shadow"}`,
+		"repeated key, nested":          `{"a":[{"x":1,"x":2}]}`,
+		"repeated key, nested, escaped": `{"h":{"x":1,"\u0078":2}}`,
+		"repeated key, Kelvin sign":     "{\"k\":1,\"\u212a\":2}",
+		"invalid UTF-8":                 "{\"a\":\"a\xff\"}",
+		"lone high surrogate":           `{"a":"\ud800"}`,
+		"lone low surrogate":            `{"a":"x\udc00"}`,
+		"high surrogate, then letter":   `{"a":"\ud800\u0041"}`,
+		"stray closing bracket":         `{}]`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := Canonicalize([]byte(raw)); !errors.Is(err, ErrBadArguments) {
@@ -144,11 +145,12 @@ func TestCanonicalizeRefusesAmbiguity(t *testing.T) {
 		many += fmt.Sprintf(`"k%d":%d,`, i, i)
 	}
 	for name, raw := range map[string]string{
-		"same key in two objects": `{"a":{"x":1},"b":{"x":2},"x":3}`,
-		"key equal to a value":    `{"a":"b","b":"a"}`,
-		"surrogate pair":          `{"a":"\ud83d\ude00"}`,
-		"escaped quote in key":    `{"a\"b":1,"a":2}`,
-		"many keys":               many + `"last":1}`,
+		"same key in two objects":        `{"a":{"x":1},"b":{"x":2},"x":3}`,
+		"key equal to a value":           `{"a":"b","b":"a"}`,
+		"surrogate pair":                 `{"a":"\ud83d\ude00"}`,
+		"escaped quote in key":           `{"a\"b":1,"a":2}`,
+		"many keys":                      many + `"last":1}`,
+		"nested names differing in case": `{"headers":{"Content-Type":"a","content-type":"b"}}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := Canonicalize([]byte(raw)); err != nil {
@@ -166,19 +168,29 @@ func TestCanonicalizeRefusesAmbiguity(t *testing.T) {
 // amount" would miss it).
 func TestCanonicalizeRefusesUnreadableWellKnown(t *testing.T) {
 	for name, raw := range map[string]string{
-		"fractional amount":    `{"amount": 25.5}`,
-		"amount as a string":   `{"amount": "25"}`,
-		"amount in exponent":   `{"amount": 1e4}`,
-		"path not a string":    `{"path": ["/etc/passwd"]}`,
-		"name not a string":    `{"Name": {"x": 1}}`,
-		"url without a scheme": `{"url": "evil.com/x"}`,
-		"url without a host":   `{"url": "//evil.com"}`,
-		"command as an array":  `{"command": ["sh", "-c", "x"]}`,
+		"fractional amount":   `{"amount": 25.5}`,
+		"amount in exponent":  `{"amount": 1e4}`,
+		"amount as a word":    `{"amount": "ten"}`,
+		"amount as an object": `{"Amount": {"v": 1}}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := Canonicalize([]byte(raw)); !errors.Is(err, ErrBadArguments) {
 				t.Fatalf("accepted %s: %v", raw, err)
 			}
 		})
+	}
+	// Other values are seen, not dropped: as their JSON when not strings.
+	for raw, want := range map[string]map[string]any{
+		`{"amount": "25"}`:                 {"amount": int64(25)},
+		`{"command": ["sh", "-c", "x"]}`:   {"command": `["sh","-c","x"]`},
+		`{"Name": {"x": 1}}`:               {"name": `{"x":1}`},
+		`{"path": ["/etc/passwd"]}`:        {"path": `["/etc/passwd"]`},
+		`{"url": "/api/x"}`:                {"url": "/api/x"},
+		`{"name": null, "account": 12345}`: {"account": "12345"},
+	} {
+		a, err := Canonicalize([]byte(raw))
+		if err != nil || !reflect.DeepEqual(a.Fields, want) {
+			t.Errorf("%s: fields %#v (%v), want %#v", raw, a.Fields, err, want)
+		}
 	}
 }

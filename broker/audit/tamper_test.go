@@ -381,4 +381,22 @@ func TestSealedExport(t *testing.T) {
 	if rep, err := VerifyJSONL(strings.NewReader(unsealed), opts); err != nil || rep.Sealed {
 		t.Fatalf("an unsealed export: %+v %v", rep, err)
 	}
+	strict := opts
+	strict.RequireSealed = true
+	if _, err := VerifyJSONL(strings.NewReader(unsealed), strict); !errors.Is(err, ErrChainBroken) || !strings.Contains(err.Error(), "not sealed") {
+		t.Fatalf("an unsealed export, sealed required: %v", err)
+	}
+	// An export resumed after its last entry and appended: two sealed
+	// segments, one chain.
+	var first, second bytes.Buffer
+	_, last, err := Export(context.Background(), s, &first, ExportOptions{Signer: f.signer, To: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Export(context.Background(), s, &second, ExportOptions{Signer: f.signer, From: last + 1}); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := VerifyJSONL(strings.NewReader(first.String()+second.String()), strict); err != nil || !rep.Sealed || rep.First != 1 {
+		t.Fatalf("two appended sealed exports: %+v %v", rep, err)
+	}
 }

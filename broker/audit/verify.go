@@ -23,6 +23,9 @@ type VerifyOptions struct {
 	// an operator's copy): the ledger must contain entry Anchor.Seq with
 	// Anchor.Hash, so cutting the tail below it is detected.
 	Anchor *Checkpoint
+	// RequireSealed fails a file whose last entry no signed trailer
+	// follows (VerifyJSONL).
+	RequireSealed bool
 }
 
 // Report summarizes a successful verification.
@@ -289,15 +292,17 @@ func VerifyJSONL(r io.Reader, opts VerifyOptions) (Report, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
 	line := 0
-	var trailer *Trailer
+	// A file may hold several sealed exports one after another (an
+	// export resumed with --since and appended): each trailer seals the
+	// entries since the previous one. The file is sealed when its last
+	// entry is followed by a trailer.
+	var segEntries, segFirst uint64
+	sealed := false
 	for sc.Scan() {
 		line++
 		b := bytes.TrimSpace(sc.Bytes())
 		if len(b) == 0 {
 			continue
-		}
-		if trailer != nil {
-			return v.rep, &ChainError{Seq: v.rep.Last + 1, Reason: fmt.Sprintf("line %d: data after the export's trailer", line)}
 		}
 		if isTrailer(b) {
 			var t struct {
@@ -306,7 +311,14 @@ func VerifyJSONL(r io.Reader, opts VerifyOptions) (Report, error) {
 			if err := json.Unmarshal(b, &t); err != nil || t.Trailer == nil {
 				return v.rep, &ChainError{Seq: v.rep.Last + 1, Reason: fmt.Sprintf("line %d: malformed export trailer", line)}
 			}
-			trailer = t.Trailer
+			tr := t.Trailer
+			if err := tr.verify(v.opts.PublicKey); err != nil {
+				return v.rep, &ChainError{Seq: v.rep.Last + 1, Reason: fmt.Sprintf("line %d: %v", line, err)}
+			}
+			if tr.Entries != segEntries || segEntries > 0 && (tr.First != segFirst || tr.Last != v.rep.Last || tr.Hash != v.prev) {
+				return v.rep, &ChainError{Seq: v.rep.Last + 1, Reason: fmt.Sprintf("line %d: entries cut: the signed trailer vouches for %d entries, seq %d..%d", line, tr.Entries, tr.First, tr.Last)}
+			}
+			segEntries, sealed = 0, true
 			continue
 		}
 		if err := v.add(0, b); err != nil {
@@ -317,18 +329,18 @@ func VerifyJSONL(r io.Reader, opts VerifyOptions) (Report, error) {
 			}
 			return v.rep, err
 		}
+		if segEntries == 0 {
+			segFirst = v.rep.Last
+		}
+		segEntries++
+		sealed = false
 	}
 	if err := sc.Err(); err != nil {
 		return v.rep, fmt.Errorf("verify audit file: line %d: %w", line+1, err)
 	}
-	if trailer != nil {
-		if err := trailer.verify(v.opts.PublicKey); err != nil {
-			return v.rep, &ChainError{Seq: v.rep.Last + 1, Reason: err.Error()}
-		}
-		if trailer.Entries != v.rep.Entries || trailer.Entries > 0 && (trailer.First != v.rep.First || trailer.Last != v.rep.Last || trailer.Hash != v.prev) {
-			return v.rep, &ChainError{Seq: v.rep.Last + 1, Reason: fmt.Sprintf("entries cut: the signed trailer vouches for %d entries, seq %d..%d", trailer.Entries, trailer.First, trailer.Last)}
-		}
-		v.rep.Sealed = true
+	v.rep.Sealed = sealed
+	if opts.RequireSealed && !sealed {
+		return v.rep, &ChainError{Seq: v.rep.Last + 1, Reason: "not sealed: no signed trailer after the last entry (its end may have been cut)"}
 	}
 	return v.finish()
 }

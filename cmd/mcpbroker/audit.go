@@ -229,12 +229,13 @@ func auditVerify(args []string, stdout, stderr io.Writer) int {
 	pub := fs.String("pubkey", "", "pin the checkpoint key: ed25519:<hex>, or a file holding it (default: derived from DIR/"+audit.SigningKeyFile+")")
 	anchorPath := fs.String("anchor", "", "a signed anchor checkpoint kept elsewhere (default: DIR/"+audit.AnchorFile+" if present)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	sealed := fs.Bool("sealed", false, "with --file: fail unless a signed trailer follows the last entry (so its end cannot have been cut)")
 	if pos, err := parseArgs(fs, args); err != nil || len(pos) > 0 {
 		return 2
 	}
 	dataSet := false
 	fs.Visit(func(f *flag.Flag) { dataSet = dataSet || f.Name == "data" })
-	var opts audit.VerifyOptions
+	opts := audit.VerifyOptions{RequireSealed: *sealed}
 	var err error
 	if opts.PublicKey, err = pinnedKey(*pub, *data, *file == "" || dataSet); err != nil {
 		return fail(stderr, err)
@@ -392,6 +393,7 @@ func auditExport(args []string, stdout, stderr io.Writer) int {
 	since := fs.String("since", "", "first sequence number (inclusive; resume with the last exported + 1), or a time (RFC 3339 or a duration ago)")
 	until := fs.String("until", "", "last sequence number (inclusive)")
 	out := fs.String("out", "", "write to FILE (created, mode 0600) instead of stdout")
+	signingKey := fs.String("signing-key", "", "the key that seals an export read from the file (default: DIR/"+audit.SigningKeyFile+"; the broker's audit.signing_key)")
 	if pos, err := parseArgs(fs, args); err != nil || len(pos) > 0 {
 		return 2
 	}
@@ -428,7 +430,7 @@ func auditExport(args []string, stdout, stderr io.Writer) int {
 		}
 		pr, pw := io.Pipe()
 		go func() {
-			_, _, err := exportAudit(*data, pw, opts)
+			_, _, err := exportAudit(*data, *signingKey, pw, opts)
 			_ = pw.CloseWithError(err)
 		}()
 		n, last, err := audit.ExportOTLP(context.Background(), pr, audit.OTLPOptions{Endpoint: ep, Version: version})
@@ -452,7 +454,7 @@ func auditExport(args []string, stdout, stderr io.Writer) int {
 		defer f.Close()
 		w = f
 	}
-	n, last, err := exportAudit(*data, w, opts)
+	n, last, err := exportAudit(*data, *signingKey, w, opts)
 	if err == nil && f != nil {
 		err = f.Sync()
 	}
@@ -467,7 +469,7 @@ func auditExport(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func exportAudit(dir string, w io.Writer, opts audit.ExportOptions) (int, uint64, error) {
+func exportAudit(dir, signingKey string, w io.Writer, opts audit.ExportOptions) (int, uint64, error) {
 	var remoteErr error
 	if sock := filepath.Join(dir, broker.AdminSocket); exists(sock) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -483,8 +485,10 @@ func exportAudit(dir string, w io.Writer, opts audit.ExportOptions) (int, uint64
 		return 0, 0, err
 	}
 	defer st.Close()
-	if s, err := audit.LoadSigner(filepath.Join(dir, audit.SigningKeyFile)); err == nil {
+	if s, err := audit.LoadSigner(orIn(signingKey, dir, audit.SigningKeyFile)); err == nil {
 		opts.Signer = s // sealed, as the broker's exports are
+	} else if signingKey != "" {
+		return 0, 0, err
 	}
 	return audit.Export(context.Background(), st, w, opts)
 }
@@ -652,6 +656,7 @@ func verifyServed(sock string, opts audit.VerifyOptions) (rep audit.Report, verr
 		_, _, err := audit.ExportRemote(ctx, sock, pw, audit.ExportOptions{})
 		pw.CloseWithError(err)
 	}()
+	opts.RequireSealed = true // the broker seals what it exports
 	rep, verr = audit.VerifyJSONL(pr, opts)
 	_ = pr.CloseWithError(errors.New("verification ended"))
 	var ce *audit.ChainError
