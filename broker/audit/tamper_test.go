@@ -400,3 +400,35 @@ func TestSealedExport(t *testing.T) {
 		t.Fatalf("two appended sealed exports: %+v %v", rep, err)
 	}
 }
+
+// TestServedExportJoinsItsBase: an export of a compacted ledger verified
+// with its base must start right after it; a base that is not one, or
+// that the first entry does not chain to, fails.
+func TestServedExportJoinsItsBase(t *testing.T) {
+	f := newFixture(t, 20)
+	s, err := store.Open(f.db, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	res, err := Compact(context.Background(), s, f.signer, t0.Add(10*time.Millisecond+time.Microsecond), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if _, _, err := Export(context.Background(), s, &out, ExportOptions{Signer: f.signer}); err != nil {
+		t.Fatal(err)
+	}
+	opts := VerifyOptions{PublicKey: f.signer.PublicKey(), Base: res.Base, RequireSealed: true}
+	if rep, err := VerifyJSONL(bytes.NewReader(out.Bytes()), opts); err != nil || rep.Base == nil || rep.First != res.Last+1 {
+		t.Fatalf("export after its base: %+v %v", rep, err)
+	}
+	plain := f.signer.Sign(res.Base.Seq, res.Base.Hash) // a checkpoint, not a base
+	if _, err := VerifyJSONL(bytes.NewReader(out.Bytes()), VerifyOptions{PublicKey: f.signer.PublicKey(), Base: &plain}); !errors.Is(err, ErrChainBroken) {
+		t.Fatalf("a checkpoint claimed as the base: %v", err)
+	}
+	other := f.signer.SignBase(res.Base.Seq, strings.Repeat("0", 64), res.Base.Archive)
+	if _, err := VerifyJSONL(bytes.NewReader(out.Bytes()), VerifyOptions{PublicKey: f.signer.PublicKey(), Base: &other}); !errors.Is(err, ErrChainBroken) {
+		t.Fatalf("a base the first entry does not chain to: %v", err)
+	}
+}

@@ -26,6 +26,10 @@ type VerifyOptions struct {
 	// RequireSealed fails a file whose last entry no signed trailer
 	// follows (VerifyJSONL).
 	RequireSealed bool
+	// Base, if set, is the compaction base a file's entries must start
+	// right after (VerifyJSONL of a compacted ledger's export): checked
+	// as a base (kind and signature), and the first entry must chain to it.
+	Base *Checkpoint
 }
 
 // Report summarizes a successful verification.
@@ -289,6 +293,11 @@ func VerifyStore(s *store.Store, opts VerifyOptions) (Report, error) {
 func VerifyJSONL(r io.Reader, opts VerifyOptions) (Report, error) {
 	v := newVerifier(opts)
 	v.fileMode = true
+	if opts.Base != nil {
+		if err := v.start(opts.Base); err != nil {
+			return v.rep, err
+		}
+	}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
 	line := 0

@@ -329,11 +329,12 @@ func verifyDir(dir string, opts audit.VerifyOptions) (rep audit.Report, verr, er
 			// can put a socket there): verify what it serves, here, with
 			// the pinned key and anchor, which a planted socket cannot
 			// forge signatures for.
-			local, lerr, err := verifyServed(sock, opts)
+			served := opts
+			served.Base = res.Report.Base // its claim is checked: signed as a base, and joined by the first entry
+			local, lerr, err := verifyServed(sock, served)
 			if err != nil || lerr != nil {
 				return local, lerr, err
 			}
-			local.Base = res.Report.Base
 			return local, nil, nil
 		}
 		remoteErr = rerr
